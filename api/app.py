@@ -1,0 +1,78 @@
+"""The FastAPI application factory: the API's composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from temporalio.client import Client
+
+from api import errors
+from api.body_limit import BodyLimit
+from api.routers import products
+from db.session import create_engine, session_factory
+from settings import Settings
+from workflows.client import connect
+
+ROUTERS = [products.router]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, settings.db_pool_size)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        app.state.temporal = None
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Accrue",
+        version="0.1.0",
+        summary="Usage-based billing that speaks the Paygentic API",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+async def temporal_client(app: FastAPI) -> Client:
+    """The app's Temporal client, connected on first use so the API starts even while Temporal is down."""
+    if app.state.temporal is None:
+        settings: Settings = app.state.settings
+        app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+    client: Client = app.state.temporal
+    return client
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Whether the database and Temporal answer; 503 when either does not."""
+    checks: dict[str, Any] = {}
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("select 1")), 5)
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+    try:
+        client = await asyncio.wait_for(temporal_client(request.app), 5)
+        await asyncio.wait_for(client.service_client.check_health(), 5)
+        checks["temporal"] = {"ok": True}
+    except Exception as exc:
+        request.app.state.temporal = None
+        checks["temporal"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)

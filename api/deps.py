@@ -1,0 +1,77 @@
+"""Request dependencies: a DB session per request, the authenticated caller, offset paging."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Query, Request
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from api.auth import Caller, authenticate
+from api.errors import not_found
+from db.base import Tenant
+
+T = TypeVar("T", bound=Tenant)
+
+
+async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # A request that fails before commit leaves nothing behind: the session rolls back on close.
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(db_session)]
+
+
+@dataclass
+class Ctx:
+    session: AsyncSession
+    caller: Caller
+
+    async def owned(self, model: type[T], id_: str, kind: str) -> T:
+        """The caller's row of `model` with this id; another tenant's id is a 404, never a 403."""
+        row = await self.session.get(model, id_)
+        if (
+            row is None
+            or row.merchant_id != self.caller.merchant_id
+            or row.environment != self.caller.environment
+        ):
+            raise not_found(kind, id_)
+        return row
+
+    def scoped(self, model: type[T]) -> Select[T]:
+        return select(model).where(
+            model.merchant_id == self.caller.merchant_id, model.environment == self.caller.environment
+        )
+
+    async def page(self, query: Select[T], page: Page, *order: Any) -> tuple[list[T], int]:
+        total = await self.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        rows = await self.session.scalars(query.order_by(*order).limit(page.limit).offset(page.offset))
+        return list(rows), int(total or 0)
+
+
+async def context(request: Request, session: Session) -> Ctx:
+    return Ctx(session, await authenticate(request, session))
+
+
+Context = Annotated[Ctx, Depends(context)]
+
+
+@dataclass
+class Page:
+    limit: int
+    offset: int
+
+
+def paging(
+    limit: Annotated[int, Query(ge=1, le=100, description="Items to return (1–100).")] = 10,
+    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+) -> Page:
+    return Page(limit, offset)
+
+
+Paging = Annotated[Page, Depends(paging)]

@@ -1,0 +1,47 @@
+"""Every environment variable Accrue reads, in one place (documented in docs/settings.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCRUE_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/accrue",
+        validation_alias=AliasChoices("DATABASE_URL", "ACCRUE_DATABASE_URL"),
+        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
+    )
+    temporal_address: str = Field(
+        default="127.0.0.1:7233",
+        validation_alias=AliasChoices("TEMPORAL_ADDRESS", "ACCRUE_TEMPORAL_ADDRESS"),
+        description="host:port of the Temporal frontend.",
+    )
+    temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    task_queue: str = Field(default="accrue", description="Temporal task queue the worker polls.")
+    api_host: str = Field(default="127.0.0.1", description="Interface the API binds to.")
+    api_port: int = Field(default=8000, description="Port the API binds to.")
+    public_base_url: str = Field(
+        default="",
+        description="Base URL the API is reached at, for links it hands out; default http://api_host:api_port.",
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576, description="Largest request body the API accepts; larger ones get 413."
+    )
+    db_pool_size: int = Field(default=10, description="Connections kept in each process's DB pool.")
+    invoice_grace_period: timedelta = Field(
+        default=timedelta(hours=24), description="Time after periodEnd that late events still count."
+    )
+    log_level: str = Field(default="INFO", description="Python log level for API and worker.")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
