@@ -14,12 +14,21 @@ from temporalio.client import Client
 
 from api import errors
 from api.body_limit import BodyLimit
-from api.routers import products
+from api.routers import billable_metrics, customers, features, fees, plans, prices, products, users
 from db.session import create_engine, session_factory
 from settings import Settings
 from workflows.client import connect
 
-ROUTERS = [products.router]
+ROUTERS = [
+    products.router,
+    billable_metrics.router,
+    fees.router,
+    features.router,
+    prices.router,
+    plans.router,
+    customers.router,
+    users.router,
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
