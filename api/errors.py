@@ -100,6 +100,12 @@ _MESSAGES = {
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "extra_forbidden": "is not a known field",
+    "datetime_type": "must be an ISO-8601 datetime such as 2026-01-15T10:30:00Z",
+    "datetime_parsing": "must be an ISO-8601 datetime such as 2026-01-15T10:30:00Z",
+    "datetime_from_date_parsing": "must be an ISO-8601 datetime such as 2026-01-15T10:30:00Z",
+    "date_type": "must be a date such as 2026-01-15",
+    "date_parsing": "must be a date such as 2026-01-15",
+    "date_from_datetime_parsing": "must be a date such as 2026-01-15",
 }
 
 

@@ -34,7 +34,7 @@ PREFIXES = {
 # Paygentic's spec pins test clock ids to exactly 16 characters after the prefix.
 LENGTHS = {"tc": 16}
 
-_ID_RE = re.compile(r"^([a-z]+)_([A-Za-z0-9]+)$")
+_ID_RE = re.compile(r"([a-z]+)_([A-Za-z0-9]+)")
 
 
 def new_id(kind: str, choice: Callable[[str], str] = secrets.choice) -> str:
@@ -46,5 +46,6 @@ def new_id(kind: str, choice: Callable[[str], str] = secrets.choice) -> str:
 
 def has_prefix(value: str, kind: str) -> bool:
     """True when `value` is shaped like an id of `kind`."""
-    match = _ID_RE.match(value)
-    return bool(match) and match.group(1) == PREFIXES[kind]  # type: ignore[union-attr]
+    # fullmatch: `$` would accept a trailing newline.
+    match = _ID_RE.fullmatch(value)
+    return match is not None and match.group(1) == PREFIXES[kind]

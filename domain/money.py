@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 NANOS_PER_UNIT = 10**9
 MAX_FRACTION_DIGITS = 9  # storage is NUMERIC(38, 9): nanodollar precision
+MAX_INTEGER_DIGITS = 38 - MAX_FRACTION_DIGITS
+# The default context keeps 28 significant digits and would silently round NUMERIC(38, 9) values (or raise
+# in quantize); every computation here that can grow digits runs in this one instead.
+_EXACT = Context(prec=80)
 
 # ISO 4217 minor units that are not 2. Everything else uses 2.
 _MINOR_UNITS = {
@@ -15,8 +19,8 @@ _MINOR_UNITS = {
     "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
 
-_DECIMAL_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 
 class MoneyFormatError(ValueError):
@@ -25,16 +29,19 @@ class MoneyFormatError(ValueError):
 
 def parse_decimal(value: str, *, max_fraction_digits: int = MAX_FRACTION_DIGITS) -> Decimal:
     """Parse a plain decimal string ("10.50", "0.000012"); no exponents, no floats, bounded precision."""
-    if not isinstance(value, str) or not _DECIMAL_RE.match(value):
+    # fullmatch, not match with `$`, which would let a trailing newline through.
+    if not isinstance(value, str) or not _DECIMAL_RE.fullmatch(value):
         raise MoneyFormatError(f'{value!r} is not a decimal number written as a string, like "10.50"')
-    fraction = value.partition(".")[2]
+    integer, _, fraction = value.lstrip("-").partition(".")
     if len(fraction) > max_fraction_digits:
         raise MoneyFormatError(f"{value!r} has more than {max_fraction_digits} decimal places")
-    return Decimal(value)
+    if len(integer) > MAX_INTEGER_DIGITS:
+        raise MoneyFormatError(f"{value!r} has more than {MAX_INTEGER_DIGITS} integer digits")
+    return _unsigned_zero(Decimal(value))
 
 
 def is_currency_code(code: str) -> bool:
-    return bool(_CURRENCY_RE.match(code))
+    return isinstance(code, str) and _CURRENCY_RE.fullmatch(code) is not None
 
 
 def minor_units(currency: str) -> int:
@@ -45,26 +52,36 @@ def minor_units(currency: str) -> int:
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit: the only rounding of money in Accrue."""
     quantum = Decimal(1).scaleb(-minor_units(currency))
-    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    return _unsigned_zero(amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_EXACT))
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:
     """Integer minor units (cents) of an amount, rounded half-up, for card processors."""
-    return int(round_money(amount, currency).scaleb(minor_units(currency)))
+    return int(round_money(amount, currency).scaleb(minor_units(currency), context=_EXACT))
 
 
 def to_nanos(amount: Decimal) -> int:
     """Nanodollars (10^-9 units), the atomic unit of wallets and usage billing; exact or it raises."""
-    nanos = amount * NANOS_PER_UNIT
+    if not amount.is_finite():
+        raise MoneyFormatError(f"{amount} is not a finite amount")
+    nanos = amount.scaleb(MAX_FRACTION_DIGITS, context=_EXACT)
     if nanos != nanos.to_integral_value():
         raise MoneyFormatError(f"{amount} has more than {MAX_FRACTION_DIGITS} decimal places")
     return int(nanos)
 
 
 def from_nanos(nanos: int) -> Decimal:
-    return Decimal(nanos).scaleb(-MAX_FRACTION_DIGITS)
+    """The exact amount of a nanodollar integer, with 9 decimal places."""
+    if type(nanos) is not int:
+        raise TypeError(f"nanos must be an int, got {type(nanos).__name__}")
+    return Decimal(nanos).scaleb(-MAX_FRACTION_DIGITS, context=_EXACT)
 
 
 def format_amount(amount: Decimal) -> str:
     """A decimal as a plain string, never in exponent form."""
-    return format(amount, "f")
+    return format(_unsigned_zero(amount), "f")
+
+
+def _unsigned_zero(amount: Decimal) -> Decimal:
+    """-0 and -0.00 (from "-0" or from rounding -0.001) become 0 and 0.00: an invoice never shows "-0.00"."""
+    return amount.copy_abs() if amount.is_zero() else amount

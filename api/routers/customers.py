@@ -1,3 +1,270 @@
-from fastapi import APIRouter
+"""Customers: the link between the merchant and one managed consumer organization.
+
+Create is idempotent per (merchant, environment, consumer): a repeat returns 200 with the existing id and
+changes nothing; a new link returns 201. Consumers are found again by email, case-insensitively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic.alias_generators import to_camel
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.deps import Context, Ctx, Paging
+from api.errors import FieldErrors, conflict, forbidden, invalid, not_found
+from api.schemas.customers import (
+    DEFAULT_NOTIFICATIONS,
+    ConsumerIn,
+    CreateCustomerOut,
+    CustomerCreate,
+    CustomerOut,
+    CustomerUpdate,
+    ValidTaxAddress,
+    store_rates,
+)
+from api.wire import ListResponse, changes, list_envelope
+from db.models import BillableMetric, Customer, Organization, Plan
+from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/customers", tags=["customers"])
+
+ALREADY_EXISTS: dict[int | str, dict[str, Any]] = {
+    200: {"model": CreateCustomerOut, "description": "Customer already exists"}
+}
+
+
+@router.post("", status_code=201, response_model=CreateCustomerOut, responses=ALREADY_EXISTS)
+async def create_customer(body: CustomerCreate, ctx: Context, response: Response) -> CreateCustomerOut:
+    ctx.caller.require_merchant(body.merchant_id)
+    if (body.consumer is None) == (body.consumer_id is None):
+        raise invalid("consumer", "give exactly one of consumer (name, email, address) or consumerId")
+    if body.tax_rates:
+        await check_rate_keys(ctx, body.tax_rates)
+
+    if body.consumer_id is not None:
+        consumer = await managed_consumer(ctx, body.consumer_id)
+        is_new_consumer = False
+    else:
+        assert body.consumer is not None
+        consumer, is_new_consumer = await find_or_insert_consumer(ctx, body.consumer)
+    address = consumer.address
+
+    stmt = (
+        insert(Customer)
+        .values(
+            id=new_id("customer"),
+            merchant_id=ctx.caller.merchant_id,
+            environment=ctx.caller.environment,
+            consumer_id=consumer.id,
+            external_id=body.external_id,
+            tax_id=body.tax_id,
+            tax_rates=store_rates(body.tax_rates) if body.tax_rates is not None else None,
+            notification_settings=DEFAULT_NOTIFICATIONS,
+        )
+        # The existing link wins a race or a retry; a clash on externalId still raises.
+        .on_conflict_do_nothing(constraint="uq_customers_consumer")
+        .returning(Customer.id)
+    )
+    try:
+        customer_id = await ctx.session.scalar(stmt)
+    except IntegrityError:
+        await ctx.session.rollback()
+        raise external_id_taken(body.external_id) from None
+
+    if customer_id is None:
+        existing = await ctx.session.scalar(
+            select(Customer.id).where(
+                Customer.merchant_id == ctx.caller.merchant_id,
+                Customer.environment == ctx.caller.environment,
+                Customer.consumer_id == consumer.id,
+            )
+        )
+        await ctx.session.rollback()
+        if existing is None:
+            raise conflict("The customer was deleted while this request ran; retry the request")
+        response.status_code = 200
+        return CreateCustomerOut(customer_id=existing, valid_tax_address=ValidTaxAddress.of(address))
+
+    if body.consumer is not None and not is_new_consumer:
+        # A consumer without a customer is one whose customer was deleted: the merchant is describing it
+        # afresh, and nobody else can see it, so the new details replace the old ones.
+        consumer.name = body.consumer.name
+        address = body.consumer.address.stored()
+        consumer.address = address
+        consumer.phone = body.consumer.phone
+    await ctx.session.commit()
+    return CreateCustomerOut(customer_id=customer_id, valid_tax_address=ValidTaxAddress.of(address))
+
+
+@router.get("", response_model=ListResponse[CustomerOut])
+async def list_customers(
+    ctx: Context,
+    page: Paging,
+    organization_id: Annotated[str, Query(alias="organizationId", description="The caller's organization.")],
+    name: Annotated[str | None, Query(min_length=3, max_length=255)] = None,
+    email: Annotated[str | None, Query(min_length=3, max_length=255)] = None,
+    external_id: Annotated[str | None, Query(alias="externalId", max_length=255)] = None,
+) -> ListResponse[CustomerOut]:
+    ctx.caller.require_merchant(organization_id, field="organizationId")
+    query = ctx.scoped(Customer).join(Organization, Organization.id == Customer.consumer_id)
+    if name is not None:
+        query = query.where(Organization.name.ilike(contains(name), escape="\\"))
+    if email is not None:
+        query = query.where(Organization.email.ilike(contains(email), escape="\\"))
+    if external_id is not None:
+        query = query.where(Customer.external_id == external_id)
+    rows, total = await ctx.page(query, page, Customer.created_at, Customer.id)
+    consumers = await consumers_of(ctx.session, rows)
+    return list_envelope([CustomerOut.of(r, consumers[r.consumer_id]) for r in rows], page, total)
+
+
+@router.get("/{id}", response_model=CustomerOut)
+async def get_customer(id: str, ctx: Context) -> CustomerOut:
+    row = await ctx.owned(Customer, id, "Customer")
+    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id])
+
+
+@router.patch("/{id}", response_model=CustomerOut)
+async def update_customer(id: str, body: CustomerUpdate, ctx: Context) -> CustomerOut:
+    row = await ctx.owned(Customer, id, "Customer")
+    fields = changes(body, nullable=frozenset({"tax_id", "external_id"}))
+    if "tax_rates" in fields:
+        rates = fields["tax_rates"]
+        rates = rates if isinstance(rates, dict) else {"default": rates}
+        await check_rate_keys(ctx, rates)
+        row.tax_rates = store_rates(rates)
+    if "notification_settings" in fields:
+        patch = fields["notification_settings"]
+        for name in patch.model_fields_set:
+            if getattr(patch, name) is None:
+                raise invalid(f"notificationSettings.{to_camel(name)}", "must be true or false")
+        given = patch.model_dump(by_alias=True, exclude_unset=True)
+        row.notification_settings = DEFAULT_NOTIFICATIONS | (row.notification_settings or {}) | given
+    if "tax_id" in fields:
+        row.tax_id = fields["tax_id"]
+    if "external_id" in fields:
+        row.external_id = fields["external_id"]
+    try:
+        await ctx.session.commit()
+    except IntegrityError:
+        await ctx.session.rollback()
+        raise external_id_taken(fields.get("external_id")) from None
+    await ctx.session.refresh(row)
+    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id])
+
+
+Blocker = dict[str, Any]
+BlockerQuery = Callable[[AsyncSession, Customer], Awaitable[Blocker | None]]
+
+# What keeps a customer from being deleted: one query per kind of dependent object, each returning
+# {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Subscriptions, invoices,
+# disputes and entitlements do not exist yet, so today nothing blocks; each adds its query here.
+BLOCKERS: list[BlockerQuery] = []
+
+
+@router.delete("/{id}", status_code=204, response_class=Response)
+async def delete_customer(id: str, ctx: Context) -> Response:
+    # Row lock: whatever later attaches to a customer (a subscription) must wait for this delete to settle.
+    row = await ctx.session.get(Customer, id, with_for_update=True)
+    if row is None or (row.merchant_id, row.environment) != (ctx.caller.merchant_id, ctx.caller.environment):
+        raise not_found("Customer", id)
+    blockers = [b for query in BLOCKERS if (b := await query(ctx.session, row)) is not None]
+    if blockers:
+        kinds = ", ".join(b["type"] for b in blockers)
+        raise conflict(
+            f"Customer {id!r} cannot be deleted while it has {kinds}; resolve them first",
+            {"blockers": blockers},
+        )
+    # The consumer organization stays: it is found again by email if the merchant re-creates the customer.
+    await ctx.session.delete(row)
+    await ctx.session.commit()
+    return Response(status_code=204)
+
+
+async def managed_consumer(ctx: Ctx, consumer_id: str) -> Organization:
+    org = await ctx.session.get(Organization, consumer_id)
+    if (
+        org is None
+        or org.kind != "consumer"
+        or org.owner_merchant_id != ctx.caller.merchant_id
+        or org.environment != ctx.caller.environment
+    ):
+        raise forbidden(f"consumerId {consumer_id!r} is not a managed consumer of this merchant")
+    return org
+
+
+async def find_or_insert_consumer(ctx: Ctx, given: ConsumerIn) -> tuple[Organization, bool]:
+    """The merchant's consumer with this email, created if missing; True when this request created it.
+
+    ON CONFLICT DO NOTHING makes concurrent creates for one email converge on one row: the loser waits for
+    the winner's commit, inserts nothing, and reads the winner's row."""
+    inserted = await ctx.session.scalar(
+        insert(Organization)
+        .values(
+            id=new_id("organization"),
+            kind="consumer",
+            name=given.name,
+            email=given.email,
+            phone=given.phone,
+            address=given.address.stored(),
+            owner_merchant_id=ctx.caller.merchant_id,
+            environment=ctx.caller.environment,
+        )
+        .on_conflict_do_nothing()
+        .returning(Organization.id)
+    )
+    consumer = await ctx.session.scalar(
+        select(Organization).where(
+            Organization.kind == "consumer",
+            Organization.owner_merchant_id == ctx.caller.merchant_id,
+            Organization.environment == ctx.caller.environment,
+            func.lower(Organization.email) == given.email.lower(),
+        )
+    )
+    if consumer is None:
+        raise conflict("The consumer changed while this request ran; retry the request")
+    return consumer, inserted is not None
+
+
+async def check_rate_keys(ctx: Ctx, rates: dict[str, Any]) -> None:
+    """Every taxRates key is "default" or the id of one of the caller's plans or billable metrics."""
+    keys = set(rates) - {"default"}
+    if not keys:
+        return
+    merchant, environment = ctx.caller.merchant_id, ctx.caller.environment
+    plans = select(Plan.id).where(
+        Plan.id.in_(keys), Plan.merchant_id == merchant, Plan.environment == environment
+    )
+    metrics = select(BillableMetric.id).where(
+        BillableMetric.id.in_(keys),
+        BillableMetric.merchant_id == merchant,
+        BillableMetric.environment == environment,
+    )
+    known = set(await ctx.session.scalars(plans.union(metrics)))
+    unknown = sorted(keys - known)
+    if unknown:
+        message = 'is not "default" or the id of one of your plans or billable metrics'
+        errors = [{"field": f"taxRates.{k}", "message": message, "code": "unknown_key"} for k in unknown]
+        raise FieldErrors(errors)
+
+
+async def consumers_of(session: AsyncSession, rows: list[Customer]) -> dict[str, Organization]:
+    ids = {r.consumer_id for r in rows}
+    if not ids:
+        return {}
+    return {o.id: o for o in await session.scalars(select(Organization).where(Organization.id.in_(ids)))}
+
+
+def external_id_taken(external_id: str | None) -> Exception:
+    return conflict(f"externalId {external_id!r} is already used by another customer of this merchant")
+
+
+def contains(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
