@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import os
 import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +9,7 @@ import pytest
 from paygentic_sdk import Paygentic, errors
 
 from db.merchants import NewMerchant
-from tests.helpers import assert_error, field_errors
+from tests.helpers import assert_error, field_errors, sdk063_python
 
 NEEDS_VALUE = ["SUM", "AVG", "MIN", "MAX", "LATEST", "UNIQUE_COUNT"]
 
@@ -311,12 +309,6 @@ with Paygentic(server_url=url, bearer_auth=key) as sdk:
     assert [f.id for f in sdk.features.list(product_id=product_id).data] == [feature_id]
 print("ok")
 """
-
-
-def sdk063_python() -> str:
-    path = os.environ.get("ACCRUE_SDK063_PYTHON", "/tmp/sdk063/bin/python")
-    assert Path(path).exists(), f"no paygentic-sdk 0.6.3 interpreter at {path}; set ACCRUE_SDK063_PYTHON"
-    return path
 
 
 def test_sdk_063_parses_metric_fee_and_feature(

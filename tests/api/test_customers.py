@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +18,7 @@ from db.merchants import NewMerchant
 from db.models import BillableMetric, Organization, Plan, Product
 from db.session import session_factory
 from domain.ids import new_id
-from tests.helpers import assert_error, field_errors
+from tests.helpers import assert_error, field_errors, sdk063_python
 
 ADDRESS = {"line1": "1 Main St", "city": "San Francisco", "state": "CA", "country": "US", "zipCode": "94107"}
 JANE: dict[str, Any] = {"name": "Jane Doe", "email": "jane@example.com", "address": ADDRESS}
@@ -42,10 +40,7 @@ def total(client: httpx.Client, merchant: NewMerchant) -> int:
 
 def run_sdk063(api_url: str, api_key: str, script: str, **args: str) -> Any:
     """Run `script` under paygentic-sdk 0.6.3 (own interpreter) with `sdk` bound; returns its JSON output."""
-    python = os.environ.get("ACCRUE_SDK063_PYTHON", "/tmp/sdk063/bin/python")
-    assert Path(python).exists(), (
-        f"no SDK 0.6.3 interpreter at {python}: run `make test` or set ACCRUE_SDK063_PYTHON"
-    )
+    python = sdk063_python()
     prelude = (
         "import json, sys\nimport paygentic_sdk._version as v\nfrom paygentic_sdk import Paygentic\n"
         "assert v.__version__ == '0.6.3', v.__version__\nargs = json.load(sys.stdin)\n"

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +10,7 @@ import pytest
 from paygentic_sdk import Paygentic, errors, models
 
 from db.merchants import NewMerchant
-from tests.helpers import assert_error, field_errors
+from tests.helpers import assert_error, field_errors, sdk063_python
 
 STANDARD = {"unitPrice": "0.000012"}
 
@@ -110,12 +108,6 @@ def fee_price(fee: str, **overrides: Any) -> dict[str, Any]:
         "properties": {"unitPrice": "49.00"},
     }
     return body | overrides
-
-
-def sdk063_python() -> str:
-    path = os.environ.get("ACCRUE_SDK063_PYTHON", "/tmp/sdk063/bin/python")
-    assert Path(path).exists(), f"paygentic-sdk 0.6.3 interpreter not found at {path}"
-    return path
 
 
 SDK063_GET = """

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 from db.merchants import NewMerchant
+from tests.helpers import sdk063_python
 
 DRIVER = Path(__file__).with_name("sdk063_driver.py")
 EXPECTED = {
@@ -24,12 +24,6 @@ EXPECTED = {
     }.items()
     for op in ops
 }
-
-
-def sdk063_python() -> str:
-    path = os.environ.get("ACCRUE_SDK063_PYTHON", "/tmp/sdk063/bin/python")
-    assert Path(path).exists(), f"paygentic-sdk 0.6.3 interpreter not found at {path}; run `make test`"
-    return path
 
 
 def test_every_shared_operation_parses_under_sdk_0_6_3(api_url: str, merchant: NewMerchant) -> None:
