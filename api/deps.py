@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from api.auth import Caller, authenticate
-from api.errors import not_found
+from api.errors import ApiError, conflict, not_found
 from db.base import Tenant
 
 T = TypeVar("T", bound=Tenant)
@@ -47,6 +48,23 @@ class Ctx:
         return select(model).where(
             model.merchant_id == self.caller.merchant_id, model.environment == self.caller.environment
         )
+
+    async def delete_unless_referenced(
+        self, row: Tenant, blocker: Callable[[], Awaitable[ApiError | None]], kind: str
+    ) -> None:
+        """Delete `row` unless `blocker` reports what still references it (a 409 with blockers).
+
+        A reference created between the check and the commit is refused by the foreign key; the
+        blocker is then asked again so the 409 still names it.
+        """
+        if blocked := await blocker():
+            raise blocked
+        await self.session.delete(row)
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise (await blocker()) or conflict(f"{kind} {row.id} is in use and cannot be deleted") from None
 
     async def page(self, query: Select[T], page: Page, *order: Any) -> tuple[list[T], int]:
         total = await self.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))

@@ -110,13 +110,5 @@ async def _in_use(ctx: Ctx, feature_id: str) -> ApiError | None:
 @router.delete("/{id}", status_code=204, response_class=Response)
 async def delete_feature(id: str, ctx: Context) -> Response:
     row = await ctx.owned(Feature, id, "Feature")
-    if blocked := await _in_use(ctx, id):
-        raise blocked
-    await ctx.session.delete(row)
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        # A price linked the feature after the check; the foreign key refused the delete.
-        await ctx.session.rollback()
-        raise (await _in_use(ctx, id)) or conflict("Feature is in use and cannot be deleted") from None
+    await ctx.delete_unless_referenced(row, lambda: _in_use(ctx, id), "Feature")
     return Response(status_code=204)

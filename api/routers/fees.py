@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import false, func, select
-from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import ApiError, conflict
@@ -86,13 +85,5 @@ async def _in_use(ctx: Ctx, fee_id: str) -> ApiError | None:
 @router.delete("/{id}", status_code=204, response_class=Response)
 async def delete_fee(id: str, ctx: Context) -> Response:
     row = await ctx.owned(Fee, id, "Fee")
-    if blocked := await _in_use(ctx, id):
-        raise blocked
-    await ctx.session.delete(row)
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        # A price referencing the fee was created after the check; the foreign key refused the delete.
-        await ctx.session.rollback()
-        raise (await _in_use(ctx, id)) or conflict("Fee is in use and cannot be deleted") from None
+    await ctx.delete_unless_referenced(row, lambda: _in_use(ctx, id), "Fee")
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
-from api.errors import conflict, invalid
+from api.errors import ApiError, conflict, invalid
 from api.schemas.plans import check_links
 from api.schemas.prices import (
     LinkedPrice,
@@ -187,23 +187,17 @@ async def update_price(id: str, body: PriceUpdate, ctx: Context) -> PriceOut:
 @router.delete("/{id}", status_code=204, response_class=Response)
 async def delete_price(id: str, ctx: Context) -> Response:
     row = await ctx.owned(Price, id, "Price")
-    plan_ids = list(
-        await ctx.session.scalars(
-            select(PlanPrice.plan_id).where(PlanPrice.price_id == row.id).order_by(PlanPrice.plan_id)
-        )
-    )
-    if plan_ids:
-        raise linked_conflict(row.id, plan_ids)
-    await ctx.session.delete(row)
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        await ctx.session.rollback()
-        raise conflict(f"Price {id} was linked to a plan meanwhile; remove it from the plan first") from None
+
+    async def linking_plans() -> ApiError | None:
+        query = select(PlanPrice.plan_id).where(PlanPrice.price_id == row.id).order_by(PlanPrice.plan_id)
+        plan_ids = list(await ctx.session.scalars(query))
+        return linked_conflict(row.id, plan_ids) if plan_ids else None
+
+    await ctx.delete_unless_referenced(row, linking_plans, "Price")
     return Response(status_code=204)
 
 
-def linked_conflict(price_id: str, plan_ids: list[str]) -> Exception:
+def linked_conflict(price_id: str, plan_ids: list[str]) -> ApiError:
     blocker = {"type": "plans", "count": len(plan_ids), "items": [{"id": p} for p in plan_ids]}
     return conflict(
         f"Price {price_id} cannot be deleted because plans link it ({', '.join(plan_ids)}); "
