@@ -49,6 +49,14 @@ class Ctx:
             model.merchant_id == self.caller.merchant_id, model.environment == self.caller.environment
         )
 
+    async def commit_or_conflict(self, error: ApiError) -> None:
+        """Commit; a constraint another request broke meanwhile (a race) is `error`, never a 500."""
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise error from None
+
     async def delete_unless_referenced(
         self, row: Tenant, blocker: Callable[[], Awaitable[ApiError | None]], kind: str
     ) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import ApiError, conflict
@@ -31,14 +30,8 @@ async def _check_key_free(ctx: Ctx, product_id: str, key: str, feature_id: str |
 
 
 async def _commit(ctx: Ctx, row: Feature) -> None:
-    # Read before commit: after a rollback the row is expired and cannot lazy-load in async code.
-    key, product_id = row.key, row.product_id
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        # Only the (product, key) constraint can fail here: a concurrent request took the key.
-        await ctx.session.rollback()
-        raise _duplicate(key, product_id) from None
+    # Only the (product, key) constraint can fail here: a concurrent request took the key.
+    await ctx.commit_or_conflict(_duplicate(row.key, row.product_id))
     await ctx.session.refresh(row)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import conflict, invalid, not_found
-from api.routers.prices import commit, load_links
+from api.routers.prices import load_links
 from api.schemas.plans import PlanCreate, PlanOut, PlanUpdate, cadence_of, check_links, check_price_ids
 from api.schemas.prices import LinkedPrice, Problems
 from api.wire import ListResponse, changes, list_envelope
@@ -113,7 +113,7 @@ async def create_plan(body: PlanCreate, ctx: Context) -> PlanOut:
     ctx.session.add(row)
     await ctx.session.flush()
     await link_prices(ctx, row.id, prices)
-    await commit(ctx, RACE)
+    await ctx.commit_or_conflict(conflict(RACE))
     await ctx.session.refresh(row)
     return await view(ctx, row)
 
@@ -166,6 +166,6 @@ async def update_plan(id: str, body: PlanUpdate, ctx: Context) -> PlanOut:
     if body.model_fields_set:
         # Replacing only the prices leaves the plan row clean, so bump the timestamp explicitly.
         row.updated_at = func.now()
-    await commit(ctx, RACE)
+    await ctx.commit_or_conflict(conflict(RACE))
     await ctx.session.refresh(row)
     return await view(ctx, row)

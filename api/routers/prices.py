@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import ApiError, conflict, invalid
@@ -29,18 +28,10 @@ from db.models import BillableMetric, Feature, Fee, Plan, PlanPrice, Price
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/prices", tags=["prices"])
+RACE = "The billable metric, fee or feature was removed meanwhile; retry"
 
 # A PATCH that changes one of these can break a rule of a plan the price is linked to.
 PLAN_RELEVANT = {"billable_metric_id", "model", "payment_term"}
-
-
-async def commit(ctx: Ctx, message: str) -> None:
-    """Commit; a row another request removed or linked meanwhile is a 409, not a 500."""
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        await ctx.session.rollback()
-        raise conflict(message) from None
 
 
 async def load_links(ctx: Ctx, rows: Iterable[Price]) -> PriceLinks:
@@ -144,7 +135,7 @@ async def create_price(body: PriceCreate, ctx: Context) -> PriceOut:
     row = Price(id=new_id("price"), merchant_id=ctx.caller.merchant_id, environment=ctx.caller.environment)
     assign(row, await check(ctx, PriceDraft.of_create(body), row.id))
     ctx.session.add(row)
-    await commit(ctx, "The billable metric, fee or feature was removed meanwhile; retry")
+    await ctx.commit_or_conflict(conflict(RACE))
     await ctx.session.refresh(row)
     return await view(ctx, row)
 
@@ -179,7 +170,7 @@ async def update_price(id: str, body: PriceUpdate, ctx: Context) -> PriceOut:
     if PLAN_RELEVANT & patch.keys():
         await check_linked_plans(ctx, checked)
     assign(row, checked)
-    await commit(ctx, "The billable metric, fee or feature was removed meanwhile; retry")
+    await ctx.commit_or_conflict(conflict(RACE))
     await ctx.session.refresh(row)
     return await view(ctx, row)
 
