@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Context, Ctx, Paging
-from api.errors import FieldErrors, conflict, forbidden, invalid, not_found
+from api.errors import ApiError, FieldErrors, conflict, forbidden, invalid, not_found
 from api.schemas.customers import (
     DEFAULT_NOTIFICATIONS,
     ConsumerIn,
@@ -150,11 +150,7 @@ async def update_customer(id: str, body: CustomerUpdate, ctx: Context) -> Custom
         row.tax_id = fields["tax_id"]
     if "external_id" in fields:
         row.external_id = fields["external_id"]
-    try:
-        await ctx.session.commit()
-    except IntegrityError:
-        await ctx.session.rollback()
-        raise external_id_taken(fields.get("external_id")) from None
+    await ctx.commit_or_conflict(external_id_taken(fields.get("external_id")))
     await ctx.session.refresh(row)
     return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id])
 
@@ -261,7 +257,7 @@ async def consumers_of(session: AsyncSession, rows: list[Customer]) -> dict[str,
     return {o.id: o for o in await session.scalars(select(Organization).where(Organization.id.in_(ids)))}
 
 
-def external_id_taken(external_id: str | None) -> Exception:
+def external_id_taken(external_id: str | None) -> ApiError:
     return conflict(f"externalId {external_id!r} is already used by another customer of this merchant")
 
 
