@@ -181,3 +181,176 @@ class Customer(Base, Tenant):
     tax_id: Mapped[str | None] = mapped_column(Text)
     tax_rates: Mapped[dict[str, Any] | None] = mapped_column(Json)
     notification_settings: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class TestClock(Base, Tenant):
+    __tablename__ = "test_clocks"
+    __test__ = False  # not a pytest test class
+
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    current_time: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class MeterEvent(Base):
+    """Raw meter events (POST /v0/events): append-only, deduplicated per merchant+environment+key."""
+
+    __tablename__ = "meter_events"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "environment", "idempotency_key", name="uq_meter_events_key"),
+        # Serves the period aggregation and the meter query: one customer's events of one type in a window.
+        Index("ix_meter_events_lookup", "merchant_id", "environment", "type", "subject", "timestamp"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    timestamp: Mapped[datetime]
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Subscription(Base, Tenant):
+    """Read model of a subscription; its SubscriptionWorkflow is the writer after creation."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint("status in ('pending_payment', 'active', 'terminated')", name="status"),
+        # One live subscription per customer and plan: a repeated create finds it (200).
+        Index(
+            "uq_subscriptions_live",
+            "merchant_id",
+            "environment",
+            "customer_id",
+            "plan_id",
+            unique=True,
+            postgresql_where=text("status <> 'terminated'"),
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    ending_at: Mapped[datetime | None]
+    billing_anchor: Mapped[datetime]
+    billing_cadence: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    auto_charge: Mapped[bool] = mapped_column(default=False)
+    tax_exempt: Mapped[bool] = mapped_column(default=False)
+    minimum_account_balance: Mapped[Decimal | None]
+    redirect_urls: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    session_expiry_minutes: Mapped[int] = mapped_column(default=240)
+    test_clock_id: Mapped[str | None] = mapped_column(ForeignKey("test_clocks.id"), index=True)
+    renewal_reminder_enabled: Mapped[bool | None]
+    renewal_reminder_days: Mapped[int | None]
+    activated_at: Mapped[datetime | None]
+    terminated_at: Mapped[datetime | None]
+    terminated_by: Mapped[str | None] = mapped_column(String(64))
+    termination_reason: Mapped[str | None] = mapped_column(Text)
+    current_period: Mapped[int] = mapped_column(default=0)
+
+
+class Invoice(Base, Tenant):
+    """Invoice n of a subscription covers service period n; Invoice 0 gates activation (D10, D11)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "sequence_number", name="uq_invoices_period"),
+        Index("ix_invoices_tenant_status", "merchant_id", "environment", "status"),
+    )
+
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    sequence_number: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    billing_anchor: Mapped[datetime]
+    billing_cadence: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    grace_period_end: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    auto_approve: Mapped[bool] = mapped_column(default=True)
+    is_final: Mapped[bool] = mapped_column(default=False)
+    subtotal: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    total_tax: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    grand_total: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    paid_amount: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    item_count: Mapped[int] = mapped_column(default=0)
+    invoice_number: Mapped[str | None] = mapped_column(String(64))
+    issued_at: Mapped[datetime | None]
+    paid_at: Mapped[datetime | None]
+    payment_session_id: Mapped[str | None] = mapped_column(String(64))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
+
+
+class LineItem(Base, Tenant):
+    """A billed (or pending) line: fee, metered, manual or discount. Amounts are exact until the invoice
+    rounds them (domain.money.round_money); an invoice's totals are sums of its rounded lines."""
+
+    __tablename__ = "line_items"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "idempotency_key", name="uq_line_items_key"),
+        Index("ix_line_items_invoice", "invoice_id", "position"),
+    )
+
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"))
+    position: Mapped[int] = mapped_column(default=0)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    price_id: Mapped[str | None] = mapped_column(String(64))
+    billable_metric_id: Mapped[str | None] = mapped_column(String(64))
+    fee_id: Mapped[str | None] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    invoice_at: Mapped[datetime]
+    payment_term: Mapped[str | None] = mapped_column(String(16))
+    quantity: Mapped[Decimal | None]
+    metered_quantity: Mapped[Decimal | None]
+    unit_price: Mapped[Decimal]
+    subtotal: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    tax_rate: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    tax_total: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    total: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    calculated_at: Mapped[datetime | None]
+
+
+class PaymentSession(Base, Tenant):
+    """A sandbox-provider checkout for one invoice: open → completed | declined | expired."""
+
+    __tablename__ = "payment_sessions"
+
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    expires_at: Mapped[datetime]
+    redirect_urls: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    completed_at: Mapped[datetime | None]
+
+
+class OutboxEvent(Base):
+    """Webhook events, written in the same transaction as the state change they report (D18)."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_undelivered", "created_at", postgresql_where=text("delivered_at is null")),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(64), index=True)
+    environment: Mapped[str] = mapped_column(String(8))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    delivered_at: Mapped[datetime | None]

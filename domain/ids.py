@@ -28,6 +28,7 @@ PREFIXES = {
     "usage_event": "usg",
     "test_clock": "tc",
     "payment_session": "ps",
+    "outbox_event": "msg",
     "source": "src",
     "source_event": "sev",
 }

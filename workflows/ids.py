@@ -1,0 +1,11 @@
+"""Workflow ids come from business ids, so a retried start finds the same workflow (design rule 1)."""
+
+from __future__ import annotations
+
+
+def subscription_workflow_id(subscription_id: str) -> str:
+    return f"subscription-{subscription_id}"
+
+
+def test_clock_workflow_id(test_clock_id: str) -> str:
+    return f"test-clock-{test_clock_id}"
