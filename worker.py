@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -11,20 +12,30 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.health import HealthActivities
+from activities.subscription import SubscriptionActivities
 from db.session import create_engine
 from settings import Settings
 from workflows.client import connect
 from workflows.ping import PingWorkflow
 from workflows.search_attributes import ensure_search_attributes
+from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [PingWorkflow]
+WORKFLOWS = [PingWorkflow, SubscriptionWorkflow]
 
 log = logging.getLogger(__name__)
 
 
-def build_worker(client: Client, engine: AsyncEngine, task_queue: str) -> Worker:
+def build_worker(
+    client: Client, engine: AsyncEngine, task_queue: str, grace_period: timedelta = timedelta(hours=24)
+) -> Worker:
     health = HealthActivities(engine)
-    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=[health.check_database])
+    subscriptions = SubscriptionActivities(engine, grace_period)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[health.check_database, *subscriptions.all()],
+    )
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -34,7 +45,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await register_search_attributes(client, settings.temporal_namespace)
     try:
-        worker = build_worker(client, engine, settings.task_queue)
+        worker = build_worker(client, engine, settings.task_queue, settings.invoice_grace_period)
         async with worker:
             await (stop or asyncio.Event()).wait()
     finally:

@@ -10,16 +10,31 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from temporalio.client import Client
 
 from api import errors
+from api.app_state import temporal_client
 from api.body_limit import BodyLimit
-from api.routers import billable_metrics, customers, features, fees, plans, prices, products, users
+from api.routers import (
+    billable_metrics,
+    customers,
+    events,
+    features,
+    fees,
+    invoices,
+    meters,
+    plans,
+    prices,
+    products,
+    subscriptions,
+    test_clocks,
+    users,
+)
 from db.session import create_engine, session_factory
 from settings import Settings
-from workflows.client import connect
 
 ROUTERS = [
+    # First: routes are matched in order, and event ingestion is by far the most frequent request.
+    events.router,
     products.router,
     billable_metrics.router,
     fees.router,
@@ -28,6 +43,10 @@ ROUTERS = [
     plans.router,
     customers.router,
     users.router,
+    subscriptions.router,
+    meters.router,
+    invoices.router,
+    test_clocks.router,
 ]
 
 
@@ -39,9 +58,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.temporal = None
+        events.start(app, engine)
         try:
             yield
         finally:
+            await events.stop(app)
             await engine.dispose()
 
     app = FastAPI(
@@ -56,15 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app
-
-
-async def temporal_client(app: FastAPI) -> Client:
-    """The app's Temporal client, connected on first use so the API starts even while Temporal is down."""
-    if app.state.temporal is None:
-        settings: Settings = app.state.settings
-        app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
-    client: Client = app.state.temporal
-    return client
 
 
 async def healthz(request: Request) -> JSONResponse:

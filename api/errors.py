@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -128,14 +129,18 @@ def _describe(err: dict[str, Any]) -> dict[str, str]:
     return {"field": field, "message": message, "code": kind}
 
 
-async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [_describe(dict(e)) for e in exc.errors()]
+def validation_errors(errors: Sequence[Any]) -> FieldErrors:
+    """FieldErrors for pydantic errors, e.g. of one item that a batch endpoint validates on its own."""
     # One entry per field: unions report every member's failure, the first is the useful one.
     unique: dict[str, dict[str, str]] = {}
-    for e in errors:
+    for e in (_describe(dict(e)) for e in errors):
         unique.setdefault(e["field"], e)
-    return JSONResponse(FieldErrors(list(unique.values())).body(), status_code=400)
+    return FieldErrors(list(unique.values()))
+
+
+async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(validation_errors(exc.errors()).body(), status_code=400)
 
 
 async def _api_error_handler(_: Request, exc: Exception) -> JSONResponse:

@@ -345,7 +345,9 @@ class OutboxEvent(Base):
     """Webhook events, written in the same transaction as the state change they report (D18)."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (Index("ix_outbox_undelivered", "created_at", postgresql_where=text("delivered_at is null")),)
+    __table_args__ = (
+        Index("ix_outbox_undelivered", "created_at", postgresql_where=text("delivered_at is null")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -1,4 +1,4 @@
-"""The typed messages of SubscriptionWorkflow: one pydantic model per workflow input, signal, update, query."""
+"""SubscriptionWorkflow's typed messages: one pydantic model per input, signal, update, query and activity."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class SubscriptionState(BaseModel):
     subscription_id: str
     merchant_id: str
     environment: str
+    customer_id: str
+    plan_id: str
     status: str  # pending_payment | active | terminated
     test_clock_id: str | None = None
     clock_now: datetime | None = None  # the test clock's time; None for real-time subscriptions
@@ -67,6 +69,76 @@ class ClockAdvance(BaseModel):
 class ClockAdvanced(BaseModel):
     processed_up_to: datetime
     status: str
+
+
+# Activity inputs and results (activities/subscription.py implements them; the workflow calls them by name).
+
+
+class LoadState(BaseModel):
+    subscription_id: str
+
+
+class OpenPeriod(BaseModel):
+    subscription_id: str
+    sequence_number: int
+
+
+class PeriodInfo(BaseModel):
+    sequence_number: int
+    period_end: datetime
+    is_final: bool
+
+
+class ClosePeriod(BaseModel):
+    subscription_id: str
+    sequence_number: int
+
+
+class PeriodClosed(BaseModel):
+    pending: PendingClose
+    terminated: bool  # the period ended at endingAt, which terminated the subscription
+
+
+class FinalizeInvoice(BaseModel):
+    subscription_id: str
+    sequence_number: int
+    at: datetime
+
+
+class InvoiceOutcome(BaseModel):
+    invoice_id: str
+    status: str
+    grand_total: str
+
+
+class RecordPayment(BaseModel):
+    subscription_id: str
+    invoice_id: str
+    payment_session_id: str
+    at: datetime
+    succeeded: bool
+
+
+class PaymentOutcome(BaseModel):
+    applied: bool  # False when the session or invoice was no longer payable (duplicate, expired, cancelled)
+    activated: bool  # Invoice 0 paid: the subscription became active
+
+
+class ExpireActivation(BaseModel):
+    subscription_id: str
+    at: datetime
+
+
+class Terminate(BaseModel):
+    subscription_id: str
+    at: datetime
+    terminated_by: str
+    reason: str
+
+
+class Terminated(BaseModel):
+    terminated_at: datetime
+    closed: PendingClose | None  # the period cut short at terminatedAt, now CLOSING
 
 
 SubscriptionInput.model_rebuild()

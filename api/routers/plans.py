@@ -11,11 +11,12 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import conflict, invalid, not_found
+from api.routers.customers import contains
 from api.routers.prices import load_links
 from api.schemas.plans import PlanCreate, PlanOut, PlanUpdate, cadence_of, check_links, check_price_ids
 from api.schemas.prices import LinkedPrice, Problems
 from api.wire import ListResponse, changes, list_envelope
-from db.models import Plan, PlanPrice, Price, Product
+from db.models import Customer, Plan, PlanPrice, Price, Product, Subscription
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/plans", tags=["plans"])
@@ -130,6 +131,31 @@ async def list_plans(
     query = ctx.scoped(Plan).where(Plan.deleted_at.is_(None))
     if product_id is not None:
         query = query.where(Plan.product_id == product_id)
+    rows, total = await ctx.page(query, page, Plan.created_at, Plan.id)
+    return list_envelope(await views(ctx, rows), page, total)
+
+
+@router.get("/available", response_model=ListResponse[PlanOut])
+async def list_available_plans(
+    ctx: Context,
+    page: Paging,
+    customer_id: Annotated[str, Query(alias="customerId")],
+    product_id: Annotated[str | None, Query(alias="productId")] = None,
+    search: Annotated[str | None, Query(max_length=255)] = None,
+) -> ListResponse[PlanOut]:
+    """Plans the customer has no active or pending subscription for; a subscription to any plan of a
+    product excludes every plan of that product (behavior §4.9)."""
+    customer = await ctx.owned(Customer, customer_id, "Customer")
+    taken = (
+        select(Plan.product_id)
+        .join(Subscription, Subscription.plan_id == Plan.id)
+        .where(Subscription.customer_id == customer.id, Subscription.status != "terminated")
+    )
+    query = ctx.scoped(Plan).where(Plan.deleted_at.is_(None), Plan.product_id.not_in(taken))
+    if product_id is not None:
+        query = query.where(Plan.product_id == product_id)
+    if search:
+        query = query.where(Plan.name.ilike(contains(search), escape="\\"))
     rows, total = await ctx.page(query, page, Plan.created_at, Plan.id)
     return list_envelope(await views(ctx, rows), page, total)
 

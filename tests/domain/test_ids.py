@@ -26,6 +26,7 @@ EXPECTED_PREFIXES = [
     ("usage_event", "usg"),
     ("test_clock", "tc"),
     ("payment_session", "ps"),
+    ("outbox_event", "msg"),
     ("source", "src"),
     ("source_event", "sev"),
 ]

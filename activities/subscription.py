@@ -1,0 +1,342 @@
+"""The subscription workflow's side effects. Every activity is idempotent by business key (the subscription
+and the invoice sequence number): a retry after its commit finds the transition done and returns the same
+result, so a crash anywhere never doubles an invoice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db import outbox
+from db.billing import fee_charges, load_context, metered_charges, write_invoice
+from db.models import Invoice, PaymentSession, Subscription, TestClock
+from db.session import session_factory
+from db.subscriptions import invoice_number, invoice_snapshot, snapshot
+from domain.durations import parse_duration
+from domain.ids import new_id
+from domain.periods import period_bounds
+from workflows.subscription_messages import (
+    ClosePeriod,
+    ExpireActivation,
+    FinalizeInvoice,
+    InvoiceOutcome,
+    LoadState,
+    OpenPeriod,
+    PaymentOutcome,
+    PendingClose,
+    PeriodClosed,
+    PeriodInfo,
+    RecordPayment,
+    SubscriptionState,
+    Terminate,
+    Terminated,
+)
+
+FINALIZED = ("DRAFT", "ISSUED", "PAYMENT_FAILED", "PAID", "CANCELLED", "WRITTEN_OFF")
+
+
+def _transition(invoice: Invoice, status: str, at: datetime) -> None:
+    """Record each status change in the invoice's metadata: its history is part of the API object."""
+    history = list((invoice.metadata_ or {}).get("transitions", []))
+    history.append({"from": invoice.status, "to": status, "at": at.isoformat()})
+    invoice.metadata_ = {**(invoice.metadata_ or {}), "transitions": history}
+    invoice.status = status
+
+
+class SubscriptionActivities:
+    def __init__(self, engine: AsyncEngine, grace_period: timedelta) -> None:
+        self.sessions = session_factory(engine)
+        self.grace = grace_period
+
+    async def _subscription(self, session: AsyncSession, subscription_id: str) -> Subscription:
+        sub = await session.get(Subscription, subscription_id, with_for_update=True)
+        if sub is None:
+            raise ApplicationError(
+                f"subscription {subscription_id} not found", type="NotFound", non_retryable=True
+            )
+        return sub
+
+    async def _invoice(
+        self, session: AsyncSession, subscription_id: str, sequence_number: int
+    ) -> Invoice | None:
+        return await session.scalar(
+            select(Invoice)
+            .where(Invoice.subscription_id == subscription_id, Invoice.sequence_number == sequence_number)
+            .with_for_update()
+        )
+
+    @activity.defn(name="load_subscription_state")
+    async def load_state(self, request: LoadState) -> SubscriptionState:
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            invoices = list(
+                await session.scalars(
+                    select(Invoice).where(Invoice.subscription_id == sub.id).order_by(Invoice.sequence_number)
+                )
+            )
+            clock = await session.get(TestClock, sub.test_clock_id) if sub.test_clock_id else None
+            deadline = None
+            invoice0 = invoices[0] if invoices else None
+            if sub.status == "pending_payment" and invoice0 and invoice0.payment_session_id:
+                payment = await session.get(PaymentSession, invoice0.payment_session_id)
+                deadline = payment.expires_at if payment else None
+            active = next((i for i in invoices if i.status == "ACTIVE"), None)
+            return SubscriptionState(
+                subscription_id=sub.id,
+                merchant_id=sub.merchant_id,
+                environment=sub.environment,
+                customer_id=sub.customer_id,
+                plan_id=sub.plan_id,
+                status=sub.status,
+                test_clock_id=sub.test_clock_id,
+                clock_now=clock.current_time if clock else None,
+                activation_deadline=deadline,
+                invoice0_id=invoice0.id if invoice0 else None,
+                current_period=active.sequence_number if active else sub.current_period,
+                current_period_end=active.period_end if active else None,
+                ending_at=sub.ending_at,
+                pending_closes=[
+                    PendingClose(sequence_number=i.sequence_number, grace_period_end=i.grace_period_end)
+                    for i in invoices
+                    if i.status in ("CLOSING", "CLOSED", "CALCULATING")
+                ],
+            )
+
+    @activity.defn(name="open_period")
+    async def open_period(self, request: OpenPeriod) -> PeriodInfo:
+        """Invoice n goes ACTIVE for service period n; a period reaching endingAt is the final one."""
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            invoice = await self._invoice(session, sub.id, request.sequence_number)
+            if invoice is None:
+                start, end = period_bounds(
+                    sub.billing_anchor, parse_duration(sub.billing_cadence), request.sequence_number - 1
+                )
+                final = sub.ending_at is not None and sub.ending_at <= end
+                if sub.ending_at is not None and final:
+                    end = max(start, sub.ending_at)
+                invoice = Invoice(
+                    id=new_id("invoice"),
+                    merchant_id=sub.merchant_id,
+                    environment=sub.environment,
+                    subscription_id=sub.id,
+                    customer_id=sub.customer_id,
+                    sequence_number=request.sequence_number,
+                    currency=sub.currency,
+                    billing_anchor=sub.billing_anchor,
+                    billing_cadence=sub.billing_cadence,
+                    period_start=start,
+                    period_end=end,
+                    grace_period_end=end + self.grace,
+                    status="ACTIVE",
+                    auto_approve=True,
+                    is_final=final,
+                    invoice_number=invoice_number(sub.id, request.sequence_number),
+                    metadata_={"transitions": []},
+                )
+                session.add(invoice)
+                sub.current_period = request.sequence_number
+                await session.commit()
+            return PeriodInfo(
+                sequence_number=invoice.sequence_number,
+                period_end=invoice.period_end,
+                is_final=invoice.is_final,
+            )
+
+    @activity.defn(name="close_period")
+    async def close_period(self, request: ClosePeriod) -> PeriodClosed:
+        """ACTIVE → CLOSING at periodEnd; a final period (endingAt) also terminates the subscription (D12)."""
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            invoice = await self._invoice(session, sub.id, request.sequence_number)
+            if invoice is None:
+                raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
+            if invoice.status == "ACTIVE":
+                _transition(invoice, "CLOSING", invoice.period_end)
+            terminated = False
+            if invoice.is_final and sub.status != "terminated":
+                sub.status, sub.terminated_at = "terminated", invoice.period_end
+                sub.terminated_by, sub.termination_reason = "system", "endingAt reached"
+                outbox.record(
+                    session, sub.merchant_id, sub.environment, "subscription.cancelled.v0", snapshot(sub)
+                )
+                terminated = True
+            pending = PendingClose(
+                sequence_number=invoice.sequence_number, grace_period_end=invoice.grace_period_end
+            )
+            await session.commit()
+            return PeriodClosed(pending=pending, terminated=terminated or sub.status == "terminated")
+
+    @activity.defn(name="finalize_invoice")
+    async def finalize_invoice(self, request: FinalizeInvoice) -> InvoiceOutcome:
+        """At gracePeriodEnd: CLOSED → CALCULATING → DRAFT → ISSUED (auto-approved) → PAID with autoCharge.
+
+        One transaction: the lines, totals and status change commit together, so a retry either redoes all
+        of it or finds the invoice already past DRAFT and returns it unchanged.
+        """
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            invoice = await self._invoice(session, sub.id, request.sequence_number)
+            if invoice is None:
+                raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
+            if invoice.status not in FINALIZED:
+                await self._calculate(session, sub, invoice, request.at)
+                await session.commit()
+            return InvoiceOutcome(
+                invoice_id=invoice.id, status=invoice.status, grand_total=str(invoice.grand_total)
+            )
+
+    async def _calculate(
+        self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime
+    ) -> None:
+        for status in ("CLOSED", "CALCULATING"):
+            if invoice.status != status:
+                _transition(invoice, status, at)
+        ctx = await load_context(session, sub)
+        start, end = invoice.period_start, invoice.period_end
+        first = invoice.sequence_number == 1
+        charges = await metered_charges(session, ctx, start, end)
+        charges += fee_charges(ctx, "in_arrears", start, end, first_period=first)
+        # D11: a period invoice also bills the next period's in-advance fees, except on the final invoice.
+        final = invoice.is_final or sub.status == "terminated"
+        if not final:
+            cadence = parse_duration(sub.billing_cadence)
+            next_start, next_end = period_bounds(sub.billing_anchor, cadence, invoice.sequence_number)
+            charges += fee_charges(ctx, "in_advance", next_start, next_end, first_period=False)
+        totals = await write_invoice(session, ctx, invoice, charges, at)
+        _transition(invoice, "DRAFT", at)
+        _transition(invoice, "ISSUED", at)
+        invoice.issued_at = at
+        outbox.record(
+            session, sub.merchant_id, sub.environment, "invoice.issued.v0", invoice_snapshot(invoice)
+        )
+        if totals.grand_total == 0 or sub.auto_charge:
+            # The sandbox provider charges a stored method at once; a zero invoice has nothing to collect.
+            self._paid(session, sub, invoice, at)
+            return
+        payment = PaymentSession(
+            id=new_id("payment_session"),
+            merchant_id=sub.merchant_id,
+            environment=sub.environment,
+            subscription_id=sub.id,
+            invoice_id=invoice.id,
+            status="open",
+            amount=totals.grand_total,
+            currency=invoice.currency,
+            expires_at=at + timedelta(days=30),
+            redirect_urls=sub.redirect_urls,
+        )
+        session.add(payment)
+        invoice.payment_session_id = payment.id
+
+    def _paid(self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime) -> None:
+        _transition(invoice, "PAID", at)
+        invoice.paid_at, invoice.paid_amount = at, invoice.grand_total
+        outbox.record(session, sub.merchant_id, sub.environment, "invoice.paid.v0", invoice_snapshot(invoice))
+
+    @activity.defn(name="record_payment")
+    async def record_payment(self, request: RecordPayment) -> PaymentOutcome:
+        """A completed checkout pays its invoice (Invoice 0 also activates); a declined one is recorded."""
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            payment = await session.get(PaymentSession, request.payment_session_id, with_for_update=True)
+            invoice = await session.get(Invoice, request.invoice_id, with_for_update=True)
+            if payment is None or invoice is None or payment.invoice_id != invoice.id:
+                return PaymentOutcome(applied=False, activated=False)
+            if payment.status == "completed" or invoice.status not in ("ISSUED", "PAYMENT_FAILED"):
+                return PaymentOutcome(applied=False, activated=False)
+            if not request.succeeded:
+                payment.status = "declined"
+                if invoice.sequence_number > 0:
+                    _transition(invoice, "PAYMENT_FAILED", request.at)
+                await session.commit()
+                return PaymentOutcome(applied=True, activated=False)
+            payment.status, payment.completed_at = "completed", request.at
+            self._paid(session, sub, invoice, request.at)
+            activated = invoice.sequence_number == 0 and sub.status == "pending_payment"
+            if activated:
+                sub.status, sub.activated_at = "active", request.at
+                outbox.record(
+                    session, sub.merchant_id, sub.environment, "subscription.updated.v0", snapshot(sub)
+                )
+            await session.commit()
+            return PaymentOutcome(applied=True, activated=activated)
+
+    @activity.defn(name="expire_activation")
+    async def expire_activation(self, request: ExpireActivation) -> Terminated:
+        """Invoice 0's checkout expired unpaid: Invoice 0 CANCELLED, subscription terminated by system."""
+        return await self._terminate(
+            Terminate(
+                subscription_id=request.subscription_id,
+                at=request.at,
+                terminated_by="system",
+                reason="Invoice 0 was not paid before its payment session expired",
+            ),
+            expired=True,
+        )
+
+    @activity.defn(name="terminate_subscription")
+    async def terminate(self, request: Terminate) -> Terminated:
+        return await self._terminate(request, expired=False)
+
+    async def _terminate(self, request: Terminate, *, expired: bool) -> Terminated:
+        """D12: immediate; the running period ends at terminatedAt and is billed after the grace window."""
+        async with self.sessions() as session:
+            sub = await self._subscription(session, request.subscription_id)
+            if sub.status == "terminated":
+                return Terminated(terminated_at=sub.terminated_at or request.at, closed=None)
+            was_pending = sub.status == "pending_payment"
+            sub.status, sub.terminated_at = "terminated", request.at
+            sub.terminated_by, sub.termination_reason = request.terminated_by, request.reason
+            closed = None
+            if was_pending:
+                invoice0 = await self._invoice(session, sub.id, 0)
+                if invoice0 is not None and invoice0.status not in ("PAID", "CANCELLED"):
+                    _transition(invoice0, "CANCELLED", request.at)
+                    outbox.record(
+                        session,
+                        sub.merchant_id,
+                        sub.environment,
+                        "invoice.cancelled.v0",
+                        invoice_snapshot(invoice0),
+                    )
+                    if invoice0.payment_session_id:
+                        payment = await session.get(PaymentSession, invoice0.payment_session_id)
+                        if payment is not None and payment.status == "open":
+                            payment.status = "expired" if expired else "cancelled"
+            else:
+                active = await session.scalar(
+                    select(Invoice)
+                    .where(Invoice.subscription_id == sub.id, Invoice.status == "ACTIVE")
+                    .with_for_update()
+                )
+                if active is not None:
+                    active.period_end = max(active.period_start, request.at)
+                    active.grace_period_end = active.period_end + self.grace
+                    active.is_final = True
+                    _transition(active, "CLOSING", request.at)
+                    closed = PendingClose(
+                        sequence_number=active.sequence_number, grace_period_end=active.grace_period_end
+                    )
+            outbox.record(
+                session, sub.merchant_id, sub.environment, "subscription.cancelled.v0", snapshot(sub)
+            )
+            await session.commit()
+            return Terminated(terminated_at=request.at, closed=closed)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.load_state,
+            self.open_period,
+            self.close_period,
+            self.finalize_invoice,
+            self.record_payment,
+            self.expire_activation,
+            self.terminate,
+        ]

@@ -1,0 +1,270 @@
+"""Subscriptions: creation writes the records (row, Invoice 0, checkout) and starts the subscription's
+workflow; every later transition goes through that workflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from api.app_state import settings_of, temporal_client
+from api.deps import Context, Ctx, Paging
+from api.errors import ApiError, conflict, forbidden, invalid, not_found
+from api.routers.customers import check_rate_keys, find_or_insert_consumer
+from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
+from api.schemas.subscriptions import SubscriptionCreate, SubscriptionOut, TerminateBody, customer_of
+from api.wire import ListResponse, list_envelope
+from db import subscriptions as records
+from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock, User
+from domain import tax
+from domain.ids import new_id
+from domain.money import parse_decimal
+from workflows.ids import subscription_workflow_id
+from workflows.subscription import SubscriptionWorkflow
+from workflows.subscription_messages import SubscriptionInput, TerminateRequest
+
+router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
+
+DEFAULT_SESSION_EXPIRY_MINUTES = 240
+
+
+@router.post("", status_code=201, response_model=SubscriptionOut, responses={200: {"model": SubscriptionOut}})
+async def create_subscription(
+    body: SubscriptionCreate, ctx: Context, request: Request, response: Response
+) -> SubscriptionOut:
+    if (body.customer is None) == (body.customer_id is None):
+        raise invalid("customerId", "give exactly one of customerId or customer (name, email, address)")
+    if body.ending_at is not None and body.ending_at <= body.started_at:
+        raise invalid("endingAt", "must be later than startedAt")
+    plan = await ctx.owned(Plan, body.plan_id, "Plan")
+    if plan.deleted_at is not None:
+        raise not_found("Plan", body.plan_id)
+    clock = await _clock(ctx, body.test_clock_id)
+    balance = body.minimum_account_balance or body.prefund_amount
+    if body.customer is not None:
+        _require_tax_address(body.customer.address.country, body.customer.address.zip_code)
+        customer = await _inline_customer(ctx, body)
+    else:
+        assert body.customer_id is not None
+        customer = await ctx.owned(Customer, body.customer_id, "Customer")
+
+    existing = await _live(ctx, customer.id, plan.id)
+    if existing is None:
+        now = clock.current_time if clock is not None else datetime.now(UTC)
+        new = records.NewSubscription(
+            merchant_id=ctx.caller.merchant_id,
+            environment=ctx.caller.environment,
+            customer=customer,
+            plan=plan,
+            name=body.name,
+            started_at=body.started_at,
+            ending_at=body.ending_at,
+            auto_charge=body.auto_charge,
+            tax_exempt=body.tax_exempt,
+            minimum_account_balance=parse_decimal(balance) if balance is not None else None,
+            redirect_urls=body.redirect_urls.model_dump(by_alias=True, exclude_none=True)
+            if body.redirect_urls
+            else None,
+            session_expiry_minutes=round(body.session_expiry_minutes or DEFAULT_SESSION_EXPIRY_MINUTES),
+            test_clock_id=clock.id if clock is not None else None,
+            renewal_reminder_enabled=body.renewal_reminder_enabled,
+            renewal_reminder_days=body.renewal_reminder_days,
+        )
+        sub = await records.create(ctx.session, new, now)
+        try:
+            await ctx.session.commit()
+        except IntegrityError:
+            # A concurrent create for the same customer and plan won; answer with its subscription.
+            await ctx.session.rollback()
+            existing = await _live(ctx, customer.id, plan.id)
+            if existing is None:
+                raise conflict("The subscription changed while this request ran; retry it") from None
+    if existing is not None:
+        response.status_code = 200
+        sub = existing
+    await start_workflow(request, sub)
+    return await view(ctx, request, sub)
+
+
+async def start_workflow(request: Request, sub: Subscription) -> None:
+    """Idempotent: a retried create finds the running workflow (and starts it if a crash left none)."""
+    settings = settings_of(request)
+    try:
+        client = await temporal_client(request.app)
+        await client.start_workflow(
+            SubscriptionWorkflow.run,
+            SubscriptionInput(subscription_id=sub.id),
+            id=subscription_workflow_id(sub.id),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        raise ApiError(
+            503,
+            f"Subscription {sub.id} is stored but its workflow could not be started ({exc}); "
+            "repeat the same request to finish it",
+        ) from None
+
+
+@router.get("", response_model=ListResponse[SubscriptionOut])
+async def list_subscriptions(
+    ctx: Context,
+    request: Request,
+    page: Paging,
+    merchant_id: Annotated[str | None, Query(alias="merchantId")] = None,
+    customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    consumer_id: Annotated[str | None, Query(alias="consumerId")] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    started_before: Annotated[datetime | None, Query(alias="startedBefore")] = None,
+    include: Annotated[str | None, Query()] = None,
+) -> ListResponse[SubscriptionOut]:
+    if merchant_id is not None:
+        ctx.caller.require_merchant(merchant_id)
+    if include not in (None, "customer"):
+        raise invalid("include", 'the only supported value is "customer"')
+    statuses = set(status or [])
+    if statuses - {"active", "terminated", "pending_payment"}:
+        raise invalid("status", "must be one of active, terminated, pending_payment")
+    query = ctx.scoped(Subscription)
+    if customer_id is not None:
+        query = query.where(Subscription.customer_id == customer_id)
+    if consumer_id is not None:
+        query = query.join(Customer, Customer.id == Subscription.customer_id).where(
+            Customer.consumer_id == consumer_id
+        )
+    if statuses:
+        query = query.where(Subscription.status.in_(statuses))
+    if started_before is not None:
+        moment = started_before if started_before.tzinfo else started_before.replace(tzinfo=UTC)
+        query = query.where(Subscription.started_at <= moment)
+    rows, total = await ctx.page(query, page, Subscription.created_at.desc(), Subscription.id)
+    items = [await view(ctx, request, row, include_customer=include == "customer") for row in rows]
+    return list_envelope(items, page, total)
+
+
+@router.get("/{id}", response_model=SubscriptionOut)
+async def get_subscription(id: str, ctx: Context, request: Request) -> SubscriptionOut:
+    return await view(ctx, request, await ctx.owned(Subscription, id, "Subscription"))
+
+
+@router.post("/{id}/termination", response_model=SubscriptionOut)
+async def terminate_subscription(
+    id: str, body: TerminateBody, ctx: Context, request: Request
+) -> SubscriptionOut:
+    sub = await ctx.owned(Subscription, id, "Subscription")
+    if sub.status == "terminated":
+        raise conflict(f"Subscription {id} is already terminated")
+    await ctx.session.rollback()  # release the snapshot: the workflow writes the transition
+    client = await temporal_client(request.app)
+    handle = client.get_workflow_handle(subscription_workflow_id(id))
+    try:
+        await handle.execute_update(
+            SubscriptionWorkflow.terminate,
+            TerminateRequest(reason=body.reason, terminated_by=ctx.caller.merchant_id),
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == "AlreadyTerminated":
+            raise conflict(f"Subscription {id} is already terminated") from None
+        raise invalid("reason", str(cause)) from None
+    except RPCError as exc:
+        raise ApiError(503, f"Could not reach the subscription's workflow ({exc}); retry") from None
+    ctx.session.expire_all()
+    return await view(ctx, request, await ctx.owned(Subscription, id, "Subscription"))
+
+
+async def view(
+    ctx: Ctx, request: Request, sub: Subscription, *, include_customer: bool = False
+) -> SubscriptionOut:
+    await ctx.session.refresh(sub)
+    invoice0 = await ctx.session.scalar(
+        select(Invoice).where(Invoice.subscription_id == sub.id, Invoice.sequence_number == 0)
+    )
+    payment = (
+        await ctx.session.get(PaymentSession, invoice0.payment_session_id)
+        if invoice0 is not None and invoice0.payment_session_id
+        else None
+    )
+    customer = await ctx.session.get_one(Customer, sub.customer_id)
+    plan = await ctx.session.get_one(Plan, sub.plan_id)
+    rates = {k: Decimal(str(v)) for k, v in (customer.tax_rates or {}).items()} or None
+    rate = tax.effective_rate(
+        tax_exempt=sub.tax_exempt,
+        customer_rates=rates,
+        metric_id=None,
+        fee_id=None,
+        plan_id=plan.id,
+        plan_default_rate=plan.default_tax_rate,
+    )
+    embedded = None
+    if include_customer:
+        consumer = await ctx.session.get_one(Organization, customer.consumer_id)
+        merchant = await ctx.session.get_one(Organization, sub.merchant_id)
+        owner = await ctx.session.get(User, ctx.caller.user_id)
+        embedded = customer_of(customer, consumer, merchant, owner.email if owner else "")
+    base_url = settings_of(request).base_url
+    return SubscriptionOut.of(
+        sub, invoice0=invoice0, session=payment, base_url=base_url, tax_rate=rate, customer=embedded
+    )
+
+
+async def _live(ctx: Ctx, customer_id: str, plan_id: str) -> Subscription | None:
+    return await ctx.session.scalar(
+        ctx.scoped(Subscription).where(
+            Subscription.customer_id == customer_id,
+            Subscription.plan_id == plan_id,
+            Subscription.status != "terminated",
+        )
+    )
+
+
+async def _clock(ctx: Ctx, test_clock_id: str | None) -> TestClock | None:
+    if test_clock_id is None:
+        return None
+    if ctx.caller.environment != "sandbox":
+        raise forbidden("Test clocks exist only in the sandbox environment (sk_test_ keys)")
+    clock = await ctx.owned(TestClock, test_clock_id, "Test clock")
+    if clock.deleted_at is not None:
+        raise not_found("Test clock", test_clock_id)
+    return clock
+
+
+def _require_tax_address(country: str | None, zip_code: str | None) -> None:
+    missing = [
+        f for f, v in (("customer.address.country", country), ("customer.address.zipCode", zip_code)) if not v
+    ]
+    if missing:
+        raise invalid(missing[0], "is required: the address is used for tax calculation")
+
+
+async def _inline_customer(ctx: Ctx, body: SubscriptionCreate) -> Customer:
+    """The customer of an inline `customer`: reuse the merchant's consumer (by email) and its customer."""
+    given = body.customer
+    assert given is not None
+    if given.tax_rates:
+        await check_rate_keys(ctx, given.tax_rates)
+    consumer, _ = await find_or_insert_consumer(ctx, given)
+    values: dict[str, Any] = {
+        "id": new_id("customer"),
+        "merchant_id": ctx.caller.merchant_id,
+        "environment": ctx.caller.environment,
+        "consumer_id": consumer.id,
+        "tax_rates": store_rates(given.tax_rates) if given.tax_rates else None,
+        "notification_settings": DEFAULT_NOTIFICATIONS,
+    }
+    await ctx.session.execute(
+        insert(Customer).values(**values).on_conflict_do_nothing(constraint="uq_customers_consumer")
+    )
+    customer = await ctx.session.scalar(ctx.scoped(Customer).where(Customer.consumer_id == consumer.id))
+    if customer is None:
+        raise conflict("The customer changed while this request ran; retry it")
+    return customer

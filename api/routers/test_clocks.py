@@ -1,0 +1,161 @@
+"""Test clocks (D19): simulated time for sandbox subscriptions. Advancing one returns only after every
+subscription bound to it has processed what fell due up to the new time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import select
+
+from api import clock_advance
+from api.deps import Context, Ctx, Paging
+from api.errors import conflict, forbidden, invalid, not_found
+from api.schemas.test_clocks import TestClockAdvance, TestClockCreate, TestClockOut
+from api.wire import ListResponse, iso, list_envelope
+from db.models import Subscription, TestClock
+from domain.durations import Duration, DurationFormatError, add_duration, parse_duration
+from domain.ids import new_id
+
+router = APIRouter(prefix="/v0/testClocks", tags=["test clocks"])
+
+# Paygentic's buffer for clock drift and network delay between the caller and the server.
+MAX_PAST = timedelta(hours=1)
+MAX_ADVANCE = Duration(years=5)
+
+
+def sandbox_only(ctx: Context) -> Ctx:
+    if ctx.caller.environment != "sandbox":
+        raise forbidden("Test clocks exist only in the sandbox environment; use an sk_test_ API key")
+    return ctx
+
+
+Sandbox = Annotated[Ctx, Depends(sandbox_only)]
+
+
+async def locked(ctx: Ctx, id_: str) -> TestClock:
+    # FOR UPDATE: advances and deletion of one clock happen one after another.
+    row = await ctx.session.scalar(ctx.scoped(TestClock).where(TestClock.id == id_).with_for_update())
+    if row is None:
+        raise not_found("Test clock", id_)
+    return row
+
+
+@router.post("", status_code=201, response_model=TestClockOut)
+async def create_test_clock(body: TestClockCreate, ctx: Sandbox) -> TestClockOut:
+    if body.merchant_id is not None:
+        ctx.caller.require_merchant(body.merchant_id)
+    now = datetime.now(UTC)
+    current = body.current_time or now
+    if current < now - MAX_PAST:
+        raise invalid(
+            "currentTime", f"may be at most 1 hour in the past (now is {iso(now)}); start the clock later"
+        )
+    row = TestClock(
+        id=new_id("test_clock"),
+        merchant_id=ctx.caller.merchant_id,
+        environment=ctx.caller.environment,
+        name=body.name,
+        description=body.description,
+        current_time=current,
+    )
+    ctx.session.add(row)
+    await ctx.session.commit()
+    await ctx.session.refresh(row)
+    return TestClockOut.of(row)
+
+
+@router.get("", response_model=ListResponse[TestClockOut])
+async def list_test_clocks(
+    ctx: Sandbox, page: Paging, merchant_id: Annotated[str | None, Query(alias="merchantId")] = None
+) -> ListResponse[TestClockOut]:
+    if merchant_id is not None:
+        ctx.caller.require_merchant(merchant_id)
+    query = ctx.scoped(TestClock).where(TestClock.deleted_at.is_(None))
+    rows, total = await ctx.page(query, page, TestClock.created_at, TestClock.id)
+    return list_envelope([TestClockOut.of(r) for r in rows], page, total)
+
+
+@router.get("/{id}", response_model=TestClockOut)
+async def get_test_clock(id: str, ctx: Sandbox) -> TestClockOut:
+    return TestClockOut.of(await ctx.owned(TestClock, id, "Test clock"))
+
+
+@router.patch("/{id}", response_model=TestClockOut)
+async def advance_test_clock(id: str, body: TestClockAdvance, request: Request, ctx: Sandbox) -> TestClockOut:
+    if (body.current_time is None) == (body.advance_by is None):
+        raise invalid(
+            "body",
+            "give exactly one of currentTime (a later time) or advanceBy (an ISO-8601 duration like P1M)",
+        )
+    row = await locked(ctx, id)
+    if row.deleted_at is not None:
+        raise conflict(f"test clock {id} was deleted at {iso(row.deleted_at)} and can no longer be advanced")
+    new_time, field = target_time(row.current_time, body)
+    try:
+        limit = add_duration(row.current_time, MAX_ADVANCE)
+    except ValueError:
+        limit = datetime.max.replace(tzinfo=UTC)
+    if new_time > limit:
+        raise invalid(
+            field, f"one call may advance the clock at most 5 years, to {iso(limit)}; advance in steps"
+        )
+    row.current_time = new_time
+    await ctx.session.commit()
+    await ctx.session.refresh(row)
+    await clock_advance.advance_bound_subscriptions(
+        request.app, row.id, row.merchant_id, row.environment, new_time
+    )
+    return TestClockOut.of(row)
+
+
+def target_time(current: datetime, body: TestClockAdvance) -> tuple[datetime, str]:
+    """The requested new time and the field it came from; it must lie after `current`."""
+    if body.advance_by is not None:
+        try:
+            duration = parse_duration(body.advance_by)
+        except DurationFormatError as exc:
+            raise invalid("advanceBy", str(exc)) from None
+        if duration.is_zero:
+            raise invalid("advanceBy", "must move the clock forward; P0D does not")
+        try:
+            return add_duration(current, duration), "advanceBy"
+        except ValueError:
+            raise invalid("advanceBy", "moves the clock past the year 9999") from None
+    assert body.current_time is not None
+    if body.current_time <= current:
+        raise invalid("currentTime", f"must be later than the clock's current time {iso(current)}")
+    return body.current_time, "currentTime"
+
+
+@router.delete("/{id}", response_model=TestClockOut)
+async def delete_test_clock(id: str, ctx: Sandbox) -> TestClockOut:
+    """Soft delete; deleting a deleted clock returns it unchanged."""
+    row = await locked(ctx, id)
+    if row.deleted_at is None:
+        bound = list(
+            await ctx.session.execute(
+                select(Subscription.id, Subscription.status)
+                .where(Subscription.test_clock_id == id, Subscription.status != "terminated")
+                .order_by(Subscription.created_at, Subscription.id)
+            )
+        )
+        if bound:
+            raise conflict(
+                f"test clock {id} still drives {len(bound)} subscription(s) that are not terminated; "
+                "terminate them first",
+                details={
+                    "blockers": [
+                        {
+                            "type": "subscriptions",
+                            "count": len(bound),
+                            "items": [{"id": s, "status": st} for s, st in bound[:10]],
+                        }
+                    ]
+                },
+            )
+        row.deleted_at = datetime.now(UTC)
+        await ctx.session.commit()
+        await ctx.session.refresh(row)
+    return TestClockOut.of(row)

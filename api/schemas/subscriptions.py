@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, StrictInt, StringConstraints
+
+from api.schemas.customers import ConsumerIn, Percent
+from api.wire import Id, MoneyStr, Name, Timestamp, UtcDatetime, WireModel
+from db.models import Customer, Invoice, Organization, PaymentSession, Subscription
+from domain.money import format_amount, round_money, to_nanos
+
+Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class RedirectUrls(WireModel):
+    on_success: Url | None = None
+    on_failure: Url | None = None
+
+
+class InlineCustomer(ConsumerIn):
+    """A customer created with the subscription; the consumer is reused by email, as on /v0/customers."""
+
+    tax_rates: dict[str, Percent] | None = None
+
+
+class SubscriptionCreate(WireModel):
+    name: Name
+    plan_id: Id
+    started_at: UtcDatetime
+    customer_id: Id | None = None
+    customer: InlineCustomer | None = None
+    ending_at: UtcDatetime | None = None
+    auto_charge: StrictBool = False
+    tax_exempt: StrictBool = False
+    minimum_account_balance: MoneyStr | None = None
+    prefund_amount: MoneyStr | None = None
+    redirect_urls: RedirectUrls | None = None
+    test_clock_id: Id | None = None
+    renewal_reminder_enabled: StrictBool | None = None
+    renewal_reminder_days: Annotated[StrictInt, Field(ge=1, le=30)] | None = None
+    session_expiry_minutes: Annotated[float, Field(ge=1, le=10_080)] | None = None
+
+
+class TerminateBody(WireModel):
+    reason: Reason
+
+
+class Breakdown(WireModel):
+    upfront_charges: str
+    wallet_charge: str
+
+
+class Payment(WireModel):
+    status: Literal["pending", "paid", "awaiting_approval"]
+    invoice_id: str
+    amount: str
+    breakdown: Breakdown | None = None
+    checkout_url: str | None = None
+    payment_session_id: str | None = None
+
+
+class Party(WireModel):
+    id: str
+    name: str
+    email: str
+
+
+class SubscriptionCustomer(WireModel):
+    id: str
+    merchant_id: str
+    merchant: Party
+    consumer: Party
+
+
+class SubscriptionOut(WireModel):
+    id: str
+    object: Literal["subscription"] = "subscription"
+    merchant_id: str
+    customer_id: str
+    plan_id: str
+    name: str
+    status: str
+    started_at: Timestamp
+    ending_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    auto_charge: bool
+    tax_exempt: bool
+    estimated_tax_rate: float
+    minimum_account_balance: str | None
+    prefund_amount: str | None
+    terminated_at: Timestamp | None
+    terminated_by: str | None
+    termination_reason: str | None
+    test_clock_id: str | None
+    wallet_id: str | None = None
+    renewal_reminder_enabled: bool | None
+    renewal_reminder_days: int | None
+    payment: Payment | None
+    customer: SubscriptionCustomer | None = None
+    # Required by paygentic-sdk 0.6.3.
+    version_policy: Literal["floating"] = "floating"
+    elapsed_period_billing: Literal["none"] = "none"
+    billing_starts_at: Timestamp | None
+    billing_anchor: Timestamp
+    billing_cadence: str
+    payment_term_days: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        sub: Subscription,
+        *,
+        invoice0: Invoice | None,
+        session: PaymentSession | None,
+        base_url: str,
+        tax_rate: Decimal,
+        customer: SubscriptionCustomer | None = None,
+    ) -> SubscriptionOut:
+        balance = (
+            str(to_nanos(sub.minimum_account_balance)) if sub.minimum_account_balance is not None else None
+        )
+        return cls(
+            id=sub.id,
+            merchant_id=sub.merchant_id,
+            customer_id=sub.customer_id,
+            plan_id=sub.plan_id,
+            name=sub.name,
+            status=sub.status,
+            started_at=sub.started_at,
+            ending_at=sub.ending_at,
+            created_at=sub.created_at,
+            updated_at=sub.updated_at,
+            auto_charge=sub.auto_charge,
+            tax_exempt=sub.tax_exempt,
+            estimated_tax_rate=float(tax_rate),
+            minimum_account_balance=balance,
+            prefund_amount=balance,
+            terminated_at=sub.terminated_at,
+            terminated_by=sub.terminated_by,
+            termination_reason=sub.termination_reason,
+            test_clock_id=sub.test_clock_id,
+            renewal_reminder_enabled=sub.renewal_reminder_enabled,
+            renewal_reminder_days=sub.renewal_reminder_days,
+            payment=payment_of(invoice0, session, base_url),
+            customer=customer,
+            billing_starts_at=sub.billing_anchor,
+            billing_anchor=sub.billing_anchor,
+            billing_cadence=sub.billing_cadence,
+        )
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return format_amount(round_money(amount, currency))
+
+
+def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_url: str) -> Payment | None:
+    """`payment` from Invoice 0: paid, or pending with its checkout; nothing once cancelled."""
+    if invoice0 is None:
+        return None
+    amount = money(invoice0.grand_total, invoice0.currency)
+    if invoice0.status == "PAID":
+        return Payment(status="paid", invoice_id=invoice0.id, amount=amount)
+    if invoice0.status in ("ISSUED", "PAYMENT_FAILED") and session is not None:
+        return Payment(
+            status="pending",
+            invoice_id=invoice0.id,
+            amount=amount,
+            breakdown=Breakdown(upfront_charges=amount, wallet_charge=money(Decimal(0), invoice0.currency)),
+            checkout_url=f"{base_url}/checkout/{session.id}",
+            payment_session_id=session.id,
+        )
+    return None
+
+
+def customer_of(customer: Customer, consumer: Organization, merchant: Organization, owner_email: str) -> Any:
+    return SubscriptionCustomer(
+        id=customer.id,
+        merchant_id=customer.merchant_id,
+        merchant=Party(id=merchant.id, name=merchant.name, email=owner_email),
+        consumer=Party(id=consumer.id, name=consumer.name, email=consumer.email or ""),
+    )

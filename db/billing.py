@@ -1,0 +1,276 @@
+"""What a subscription owes for a period: the plan's prices turned into charge lines, priced and taxed.
+
+Used by the API when it creates Invoice 0 and by the period activities when an invoice is calculated. The
+math lives in domain/ (pricing, aggregation, tax, invoice); this module reads the rows it needs and writes
+the line items and the invoice totals, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.meter_queries import period_records
+from db.models import BillableMetric, Customer, Fee, Invoice, LineItem, Plan, PlanPrice, Price, Subscription
+from domain import invoice as invoice_math
+from domain import pricing, tax
+from domain.aggregation import aggregate
+from domain.durations import parse_duration
+from domain.ids import new_id
+from domain.periods import period_index_at, period_start
+
+DYNAMIC_PRICE_PATH = "$.price"  # where a meter event carries its own unit price for dynamic prices (D7)
+
+
+@dataclass
+class PlanPriceRow:
+    price: Price
+    metric: BillableMetric | None
+    fee: Fee | None
+
+
+@dataclass
+class Charge:
+    """One line to bill, before tax and rounding."""
+
+    kind: str  # fee | metered
+    price: Price
+    display_name: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    period_start: datetime
+    period_end: datetime
+    metric_id: str | None = None
+    fee_id: str | None = None
+    metered_quantity: Decimal | None = None
+    payment_term: str | None = None
+
+
+@dataclass
+class BillingContext:
+    subscription: Subscription
+    plan: Plan
+    customer: Customer
+    prices: list[PlanPriceRow] = field(default_factory=list)
+
+
+async def load_context(session: AsyncSession, subscription: Subscription) -> BillingContext:
+    plan = await session.get_one(Plan, subscription.plan_id)
+    customer = await session.get_one(Customer, subscription.customer_id)
+    rows = await session.execute(
+        select(Price, BillableMetric, Fee)
+        .join(PlanPrice, PlanPrice.price_id == Price.id)
+        .outerjoin(BillableMetric, BillableMetric.id == Price.billable_metric_id)
+        .outerjoin(Fee, Fee.id == Price.fee_id)
+        .where(PlanPrice.plan_id == plan.id)
+        .order_by(PlanPrice.position)
+    )
+    prices = [PlanPriceRow(price, metric, fee) for price, metric, fee in rows]
+    return BillingContext(subscription, plan, customer, prices)
+
+
+def fee_is_due(row: PlanPriceRow, anchor: datetime, start: datetime, *, first_period: bool) -> bool:
+    """A one-time (P0D) fee is due in the first period only; a recurring one at each of its own cadence's
+    boundaries, counted from the subscription's anchor (a P1Y fee on a monthly plan: every 12th period)."""
+    cadence = parse_duration(row.price.billing_cadence or "P0D")
+    if cadence.is_zero:
+        return first_period
+    return period_start(anchor, cadence, period_index_at(anchor, cadence, start)) == start
+
+
+def fee_charges(
+    ctx: BillingContext, term: str, start: datetime, end: datetime, *, first_period: bool
+) -> list[Charge]:
+    """The fee prices with payment term `term` due for the service period [start, end)."""
+    charges = []
+    for row in ctx.prices:
+        price = row.price
+        if row.fee is None or price.payment_term != term:
+            continue
+        if not fee_is_due(row, ctx.subscription.billing_anchor, start, first_period=first_period):
+            continue
+        unit_price = Decimal(price.properties["unitPrice"])
+        charges.append(
+            Charge(
+                kind="fee",
+                price=price,
+                display_name=price.invoice_display_name,
+                quantity=Decimal(1),
+                unit_price=unit_price,
+                amount=pricing.standard(Decimal(1), unit_price),
+                period_start=start,
+                period_end=end,
+                fee_id=row.fee.id,
+                payment_term=term,
+            )
+        )
+    return charges
+
+
+async def metered_charges(
+    session: AsyncSession, ctx: BillingContext, start: datetime, end: datetime
+) -> list[Charge]:
+    """In-arrears metric prices over [start, end): the metric's aggregation of the customer's events (D4)."""
+    subjects = [ctx.customer.id] + ([ctx.customer.external_id] if ctx.customer.external_id else [])
+    charges = []
+    for row in ctx.prices:
+        price, metric = row.price, row.metric
+        if metric is None or price.payment_term != "in_arrears" or not metric.event_type:
+            continue
+        records = await period_records(
+            session,
+            merchant_id=ctx.subscription.merchant_id,
+            environment=ctx.subscription.environment,
+            event_type=metric.event_type,
+            subjects=subjects,
+            start=start,
+            end=end,
+            event_from=metric.event_from,
+            value_property=metric.value_property,
+            distinct_property=DYNAMIC_PRICE_PATH if price.model == "dynamic" else metric.value_property,
+        )
+        quantity = aggregate(metric.aggregation, records)
+        values = [r.value for r in records if r.value is not None]
+        dynamic = [
+            (r.value, clamp_price(r.distinct, price.properties))
+            for r in records
+            if r.value is not None and price.model == "dynamic"
+        ]
+        charge = pricing.charge(price.model, price.properties, quantity, values, dynamic)
+        charges.append(
+            Charge(
+                kind="metered",
+                price=price,
+                display_name=price.invoice_display_name,
+                quantity=charge.quantity,
+                unit_price=charge.unit_price,
+                amount=charge.amount,
+                period_start=start,
+                period_end=end,
+                metric_id=metric.id,
+                metered_quantity=quantity,
+                payment_term="in_arrears",
+            )
+        )
+    return charges
+
+
+def clamp_price(text: str | None, properties: dict[str, Any]) -> Decimal:
+    """A dynamic price reported on an event, held to the price's [minPrice, maxPrice]; missing → minPrice."""
+    low, high = Decimal(properties["minPrice"]), Decimal(properties["maxPrice"])
+    try:
+        reported = Decimal(text) if text is not None else low
+    except ArithmeticError:
+        reported = low
+    return min(max(reported, low), high)
+
+
+def _rates(customer: Customer) -> dict[str, Decimal] | None:
+    return {k: Decimal(str(v)) for k, v in customer.tax_rates.items()} if customer.tax_rates else None
+
+
+async def write_invoice(
+    session: AsyncSession, ctx: BillingContext, invoice: Invoice, charges: list[Charge], at: datetime
+) -> invoice_math.InvoiceTotals:
+    """Replace the invoice's generated lines with `charges`, price manual lines alongside, store totals.
+
+    Idempotent: running it twice for the same invoice leaves the same lines and totals.
+    """
+    await session.execute(
+        delete(LineItem).where(LineItem.invoice_id == invoice.id, LineItem.type != "manual")
+    )
+    manual = list(
+        await session.scalars(
+            select(LineItem)
+            .where(LineItem.invoice_id == invoice.id, LineItem.type == "manual")
+            .order_by(LineItem.position, LineItem.created_at)
+        )
+    )
+    sub, plan = ctx.subscription, ctx.plan
+    customer_rates = _rates(ctx.customer)
+
+    def rate(metric_id: str | None, fee_id: str | None) -> Decimal:
+        return tax.effective_rate(
+            tax_exempt=sub.tax_exempt,
+            customer_rates=customer_rates,
+            metric_id=metric_id,
+            fee_id=fee_id,
+            plan_id=plan.id,
+            plan_default_rate=plan.default_tax_rate,
+        )
+
+    inputs = [
+        invoice_math.LineInput(
+            key=str(i),
+            description=c.display_name,
+            quantity=c.quantity,
+            unit_price=c.unit_price,
+            amount=c.amount,
+            tax_rate_percent=rate(c.metric_id, c.fee_id),
+            tax_behavior=plan.tax_behavior,
+        )
+        for i, c in enumerate(charges)
+    ] + [
+        invoice_math.LineInput(
+            key=f"m{i}",
+            description=m.display_name,
+            quantity=m.quantity or Decimal(0),
+            unit_price=m.unit_price,
+            amount=(m.quantity or Decimal(0)) * m.unit_price,
+            tax_rate_percent=rate(None, None),
+            tax_behavior=plan.tax_behavior,
+        )
+        for i, m in enumerate(manual)
+    ]
+    totals = invoice_math.assemble(inputs, invoice.currency)
+    priced = totals.lines
+    for position, (charge, line) in enumerate(zip(charges, priced[: len(charges)], strict=True)):
+        session.add(
+            LineItem(
+                id=new_id("line_item"),
+                merchant_id=invoice.merchant_id,
+                environment=invoice.environment,
+                subscription_id=invoice.subscription_id,
+                invoice_id=invoice.id,
+                position=position,
+                type=charge.kind,
+                status="invoiced",
+                price_id=charge.price.id,
+                billable_metric_id=charge.metric_id,
+                fee_id=charge.fee_id,
+                display_name=charge.display_name,
+                currency=invoice.currency,
+                period_start=charge.period_start,
+                period_end=charge.period_end,
+                invoice_at=at,
+                payment_term=charge.payment_term,
+                quantity=charge.quantity,
+                metered_quantity=charge.metered_quantity,
+                unit_price=charge.unit_price,
+                subtotal=line.subtotal,
+                tax_rate=line.tax_rate,
+                tax_total=line.tax,
+                total=line.total,
+                idempotency_key=f"{invoice.id}:{position}",
+                calculated_at=at,
+            )
+        )
+    for item, line in zip(manual, priced[len(charges) :], strict=True):
+        item.status = "invoiced"
+        item.subtotal, item.tax_rate, item.tax_total, item.total = (
+            line.subtotal,
+            line.tax_rate,
+            line.tax,
+            line.total,
+        )
+        item.calculated_at = at
+    invoice.subtotal, invoice.total_tax = totals.subtotal, totals.total_tax
+    invoice.grand_total = totals.grand_total
+    invoice.item_count = len(priced)
+    return totals

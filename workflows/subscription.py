@@ -1,0 +1,321 @@
+"""SubscriptionWorkflow: one per subscription (`subscription-<id>`), the owner of its lifecycle.
+
+It gates activation on Invoice 0, opens and closes every service period, finalizes each invoice once its
+grace window has passed, records payments and carries out termination. Time comes from one place: the
+workflow clock for real subscriptions, the test clock's reading (pushed by the `advance_clock` update) for
+clock-bound ones, so tests and test clocks exercise the production path. It continues as new after each
+period boundary, carrying its small state explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from workflows import search_attributes as sa
+from workflows.subscription_messages import (
+    ClockAdvance,
+    ClockAdvanced,
+    ClosePeriod,
+    ExpireActivation,
+    FinalizeInvoice,
+    InvoiceOutcome,
+    LoadState,
+    OpenPeriod,
+    PaymentCompleted,
+    PaymentDeclined,
+    PaymentOutcome,
+    PeriodClosed,
+    PeriodInfo,
+    RecordPayment,
+    SubscriptionInput,
+    SubscriptionState,
+    Terminate,
+    Terminated,
+    TerminateRequest,
+    TerminateResult,
+)
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+TIMEOUT = timedelta(seconds=60)
+
+
+@dataclass
+class Due:
+    at: datetime
+    kind: str  # expire | close | finalize
+    sequence_number: int = 0
+
+
+@workflow.defn
+class SubscriptionWorkflow:
+    @workflow.init
+    def __init__(self, request: SubscriptionInput) -> None:
+        self.state: SubscriptionState | None = request.state
+        self.payments: list[tuple[bool, PaymentCompleted | PaymentDeclined]] = []
+        self.lock = asyncio.Lock()
+        self.processed_up_to: datetime | None = None
+        self.boundaries_crossed = 0
+        self.finished = False
+        self.woken = False  # a handler changed the state: the loop must look again
+
+    # ---- messages -------------------------------------------------------------------------------------
+
+    @workflow.signal
+    def payment_completed(self, message: PaymentCompleted) -> None:
+        self.payments.append((True, message))
+
+    @workflow.signal
+    def payment_declined(self, message: PaymentDeclined) -> None:
+        self.payments.append((False, message))
+
+    @workflow.update
+    async def terminate(self, request: TerminateRequest) -> TerminateResult:
+        await workflow.wait_condition(lambda: self.state is not None)
+        async with self.lock:
+            state = self._state()
+            if state.status == "terminated":
+                raise ApplicationError("Subscription is already terminated", type="AlreadyTerminated")
+            result: Terminated = await self._act(
+                "terminate_subscription",
+                Terminate(
+                    subscription_id=state.subscription_id,
+                    at=self._now(),
+                    terminated_by=request.terminated_by,
+                    reason=request.reason,
+                ),
+                Terminated,
+                "terminate",
+            )
+            self._terminated(result)
+            self.woken = True
+            return TerminateResult(subscription_id=state.subscription_id, terminated_at=result.terminated_at)
+
+    @terminate.validator
+    def validate_terminate(self, request: TerminateRequest) -> None:
+        if self.state is not None and self.state.status == "terminated":
+            raise ApplicationError("Subscription is already terminated", type="AlreadyTerminated")
+        if not request.reason.strip():
+            raise ApplicationError("reason must not be empty", type="InvalidRequest")
+
+    @workflow.update
+    async def advance_clock(self, request: ClockAdvance) -> ClockAdvanced:
+        await workflow.wait_condition(lambda: self.state is not None)
+        state = self._state()
+        if state.clock_now is None or request.now > state.clock_now:
+            state.clock_now = request.now
+        await workflow.wait_condition(
+            lambda: (
+                self.finished or (self.processed_up_to is not None and self.processed_up_to >= request.now)
+            )
+        )
+        return ClockAdvanced(processed_up_to=request.now, status=self._state().status)
+
+    @advance_clock.validator
+    def validate_advance(self, request: ClockAdvance) -> None:
+        if self.state is not None and self.state.test_clock_id is None:
+            raise ApplicationError("Subscription is not bound to a test clock", type="InvalidRequest")
+
+    @workflow.query
+    def live_state(self) -> SubscriptionState | None:
+        return self.state
+
+    # ---- the loop -------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: SubscriptionInput) -> None:
+        if self.state is None:
+            self.state = await self._act(
+                "load_subscription_state",
+                LoadState(subscription_id=request.subscription_id),
+                SubscriptionState,
+                "load state",
+            )
+        self._publish()
+        while True:
+            await self._apply_payments()
+            async with self.lock:
+                due = self._next_due()
+                if due is not None and due.at <= self._now():
+                    await self._process(due)
+                    continue
+                if self._state().status == "active" and self._state().current_period == 0:
+                    await self._open(1)
+                    continue
+            if self._done():
+                break
+            self.processed_up_to = self._now()
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self.payments:
+                    workflow.continue_as_new(
+                        SubscriptionInput(subscription_id=self._state().subscription_id, state=self.state)
+                    )
+                continue
+            await self._wait(due)
+        self.finished = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    def _state(self) -> SubscriptionState:
+        assert self.state is not None
+        return self.state
+
+    def _now(self) -> datetime:
+        state = self._state()
+        return state.clock_now if state.test_clock_id and state.clock_now else workflow.now()
+
+    def _next_due(self) -> Due | None:
+        state = self._state()
+        candidates = [Due(c.grace_period_end, "finalize", c.sequence_number) for c in state.pending_closes]
+        if state.status == "pending_payment" and state.activation_deadline is not None:
+            candidates.append(Due(state.activation_deadline, "expire"))
+        if state.status == "active" and state.current_period and state.current_period_end is not None:
+            candidates.append(Due(state.current_period_end, "close", state.current_period))
+        return min(candidates, key=lambda d: (d.at, d.kind != "close"), default=None)
+
+    def _done(self) -> bool:
+        state = self._state()
+        return state.status == "terminated" and not state.pending_closes and not self.payments
+
+    def _should_continue_as_new(self) -> bool:
+        return self.boundaries_crossed > 0 or workflow.info().is_continue_as_new_suggested()
+
+    async def _wait(self, due: Due | None) -> None:
+        state = self._state()
+        self._describe(due)
+        self.woken = False
+        if state.test_clock_id:
+            # Clock-bound: only the clock moves time, through the advance_clock update.
+            reading = state.clock_now
+            await workflow.wait_condition(
+                lambda: bool(self.payments) or self.woken or self._state().clock_now != reading
+            )
+            return
+        timeout = (due.at - workflow.now()) if due is not None else None
+        try:
+            await workflow.wait_condition(lambda: bool(self.payments) or self.woken, timeout=timeout)
+        except TimeoutError:
+            pass
+
+    async def _process(self, due: Due) -> None:
+        state = self._state()
+        if due.kind == "expire":
+            result: Terminated = await self._act(
+                "expire_activation",
+                ExpireActivation(subscription_id=state.subscription_id, at=due.at),
+                Terminated,
+                "expire unpaid Invoice 0",
+            )
+            self._terminated(result)
+        elif due.kind == "close":
+            closed: PeriodClosed = await self._act(
+                "close_period",
+                ClosePeriod(subscription_id=state.subscription_id, sequence_number=due.sequence_number),
+                PeriodClosed,
+                f"close period {due.sequence_number} ({due.at:%Y-%m-%d})",
+            )
+            state.pending_closes.append(closed.pending)
+            self.boundaries_crossed += 1
+            if closed.terminated:
+                self._terminated(Terminated(terminated_at=due.at, closed=None))
+            else:
+                await self._open(due.sequence_number + 1)
+        else:
+            outcome: InvoiceOutcome = await self._act(
+                "finalize_invoice",
+                FinalizeInvoice(
+                    subscription_id=state.subscription_id, sequence_number=due.sequence_number, at=due.at
+                ),
+                InvoiceOutcome,
+                f"finalize invoice {due.sequence_number}",
+            )
+            state.pending_closes = [
+                c for c in state.pending_closes if c.sequence_number != due.sequence_number
+            ]
+            workflow.logger.info(
+                "invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total
+            )
+
+    async def _open(self, sequence_number: int) -> None:
+        state = self._state()
+        period: PeriodInfo = await self._act(
+            "open_period",
+            OpenPeriod(subscription_id=state.subscription_id, sequence_number=sequence_number),
+            PeriodInfo,
+            f"open period {sequence_number}",
+        )
+        state.current_period, state.current_period_end = period.sequence_number, period.period_end
+
+    async def _apply_payments(self) -> None:
+        while self.payments:
+            succeeded, message = self.payments.pop(0)
+            state = self._state()
+            async with self.lock:
+                outcome: PaymentOutcome = await self._act(
+                    "record_payment",
+                    RecordPayment(
+                        subscription_id=state.subscription_id,
+                        invoice_id=message.invoice_id,
+                        payment_session_id=message.payment_session_id,
+                        at=self._now(),
+                        succeeded=succeeded,
+                    ),
+                    PaymentOutcome,
+                    f"record {'payment' if succeeded else 'declined payment'} of {message.invoice_id}",
+                )
+                if outcome.activated:
+                    state.status, state.activation_deadline = "active", None
+                    self._publish()
+
+    def _terminated(self, result: Terminated) -> None:
+        state = self._state()
+        state.status = "terminated"
+        state.activation_deadline = None
+        state.current_period_end = None
+        if result.closed is not None:
+            state.pending_closes.append(result.closed)
+        self._publish()
+
+    async def _act(self, name: str, arg: Any, result_type: type[Any], summary: str) -> Any:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            summary=summary,
+        )
+
+    def _publish(self) -> None:
+        """Search attributes, so the Temporal UI finds it by merchant, customer, status, plan or clock."""
+        state = self._state()
+        updates = [
+            sa.MERCHANT_ID.value_set(state.merchant_id),
+            sa.CUSTOMER_ID.value_set(state.customer_id),
+            sa.PLAN_ID.value_set(state.plan_id),
+            sa.SUBSCRIPTION_STATUS.value_set(state.status),
+        ]
+        if state.test_clock_id:
+            updates.append(sa.TEST_CLOCK_ID.value_set(state.test_clock_id))
+        workflow.upsert_search_attributes(updates)
+
+    def _describe(self, due: Due | None) -> None:
+        state = self._state()
+        if due is None:
+            waiting = "nothing scheduled"
+        elif due.kind == "expire":
+            waiting = f"awaiting Invoice 0 payment (checkout expires {due.at.isoformat()})"
+        elif due.kind == "close":
+            waiting = f"period {due.sequence_number} runs until {due.at.isoformat()}"
+        else:
+            waiting = f"invoice {due.sequence_number} in grace window until {due.at.isoformat()}"
+        if state.test_clock_id:
+            waiting += f"; test clock {state.test_clock_id} reads {state.clock_now}"
+        state.waiting_for = waiting
+        workflow.set_current_details(f"{state.status}: {waiting}")
