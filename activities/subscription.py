@@ -8,14 +8,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import outbox
-from db.billing import fee_charges, load_context, metered_charges, write_invoice
-from db.models import Invoice, PaymentSession, Subscription, TestClock
+from db.billing import load_context, period_charges, write_invoice
+from db.models import Invoice, LineItem, PaymentSession, Subscription, TestClock
 from db.session import session_factory
 from db.subscriptions import invoice_number, invoice_snapshot, snapshot
 from domain.durations import parse_duration
@@ -142,6 +142,17 @@ class SubscriptionActivities:
                 )
                 session.add(invoice)
                 sub.current_period = request.sequence_number
+                await session.flush()
+                # Manual lines waiting for a later period (invoiceAt past the then-open invoice) join now.
+                await session.execute(
+                    update(LineItem)
+                    .where(
+                        LineItem.subscription_id == sub.id,
+                        LineItem.invoice_id.is_(None),
+                        LineItem.invoice_at < invoice.period_end,
+                    )
+                    .values(invoice_id=invoice.id)
+                )
                 await session.commit()
             return PeriodInfo(
                 sequence_number=invoice.sequence_number,
@@ -199,16 +210,7 @@ class SubscriptionActivities:
             if invoice.status != status:
                 _transition(invoice, status, at)
         ctx = await load_context(session, sub)
-        start, end = invoice.period_start, invoice.period_end
-        first = invoice.sequence_number == 1
-        charges = await metered_charges(session, ctx, start, end)
-        charges += fee_charges(ctx, "in_arrears", start, end, first_period=first)
-        # D11: a period invoice also bills the next period's in-advance fees, except on the final invoice.
-        final = invoice.is_final or sub.status == "terminated"
-        if not final:
-            cadence = parse_duration(sub.billing_cadence)
-            next_start, next_end = period_bounds(sub.billing_anchor, cadence, invoice.sequence_number)
-            charges += fee_charges(ctx, "in_advance", next_start, next_end, first_period=False)
+        charges = await period_charges(session, ctx, invoice)
         totals = await write_invoice(session, ctx, invoice, charges, at)
         _transition(invoice, "DRAFT", at)
         _transition(invoice, "ISSUED", at)

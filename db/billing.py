@@ -22,7 +22,7 @@ from domain import pricing, tax
 from domain.aggregation import aggregate
 from domain.durations import parse_duration
 from domain.ids import new_id
-from domain.periods import period_index_at, period_start
+from domain.periods import period_bounds, period_index_at, period_start
 
 DYNAMIC_PRICE_PATH = "$.price"  # where a meter event carries its own unit price for dynamic prices (D7)
 
@@ -175,23 +175,35 @@ def _rates(customer: Customer) -> dict[str, Decimal] | None:
     return {k: Decimal(str(v)) for k, v in customer.tax_rates.items()} if customer.tax_rates else None
 
 
-async def write_invoice(
-    session: AsyncSession, ctx: BillingContext, invoice: Invoice, charges: list[Charge], at: datetime
-) -> invoice_math.InvoiceTotals:
-    """Replace the invoice's generated lines with `charges`, price manual lines alongside, store totals.
+async def period_charges(session: AsyncSession, ctx: BillingContext, invoice: Invoice) -> list[Charge]:
+    """What period invoice n bills (D11): period n's in-arrears usage and fees, plus period n+1's
+    in-advance fees unless it is the final invoice."""
+    sub = ctx.subscription
+    start, end = invoice.period_start, invoice.period_end
+    first = invoice.sequence_number == 1
+    charges = await metered_charges(session, ctx, start, end)
+    charges += fee_charges(ctx, "in_arrears", start, end, first_period=first)
+    if not (invoice.is_final or sub.status == "terminated"):
+        cadence = parse_duration(sub.billing_cadence)
+        next_start, next_end = period_bounds(sub.billing_anchor, cadence, invoice.sequence_number)
+        charges += fee_charges(ctx, "in_advance", next_start, next_end, first_period=False)
+    return charges
 
-    Idempotent: running it twice for the same invoice leaves the same lines and totals.
-    """
-    await session.execute(
-        delete(LineItem).where(LineItem.invoice_id == invoice.id, LineItem.type != "manual")
-    )
-    manual = list(
+
+async def manual_lines(session: AsyncSession, invoice: Invoice) -> list[LineItem]:
+    return list(
         await session.scalars(
             select(LineItem)
             .where(LineItem.invoice_id == invoice.id, LineItem.type == "manual")
             .order_by(LineItem.position, LineItem.created_at)
         )
     )
+
+
+def price_lines(
+    ctx: BillingContext, invoice: Invoice, charges: list[Charge], manual: list[LineItem]
+) -> invoice_math.InvoiceTotals:
+    """Tax and round the charges and the manual lines, in that order (D13: totals are sums of lines)."""
     sub, plan = ctx.subscription, ctx.plan
     customer_rates = _rates(ctx.customer)
 
@@ -222,13 +234,27 @@ async def write_invoice(
             description=m.display_name,
             quantity=m.quantity or Decimal(0),
             unit_price=m.unit_price,
-            amount=(m.quantity or Decimal(0)) * m.unit_price,
+            amount=pricing.standard(m.quantity or Decimal(0), m.unit_price),
             tax_rate_percent=rate(None, None),
             tax_behavior=plan.tax_behavior,
         )
         for i, m in enumerate(manual)
     ]
-    totals = invoice_math.assemble(inputs, invoice.currency)
+    return invoice_math.assemble(inputs, invoice.currency)
+
+
+async def write_invoice(
+    session: AsyncSession, ctx: BillingContext, invoice: Invoice, charges: list[Charge], at: datetime
+) -> invoice_math.InvoiceTotals:
+    """Replace the invoice's generated lines with `charges`, price manual lines alongside, store totals.
+
+    Idempotent: running it twice for the same invoice leaves the same lines and totals.
+    """
+    await session.execute(
+        delete(LineItem).where(LineItem.invoice_id == invoice.id, LineItem.type != "manual")
+    )
+    manual = await manual_lines(session, invoice)
+    totals = price_lines(ctx, invoice, charges, manual)
     priced = totals.lines
     for position, (charge, line) in enumerate(zip(charges, priced[: len(charges)], strict=True)):
         session.add(

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Invoice
+from db.billing import load_context, manual_lines, period_charges, price_lines
+from db.models import Invoice, Subscription
 
 # Usage and manual lines can still land on these; from CALCULATING on the stored columns are final.
 LIVE_STATUSES = frozenset({"ACTIVE", "CLOSING", "CLOSED"})
@@ -26,12 +27,15 @@ def stored_totals(invoice: Invoice) -> Totals:
 
 
 async def live_totals(session: AsyncSession, invoice: Invoice) -> Totals | None:
-    """The invoice's aggregates computed now from its lines and the period's meter events, or None when
-    they cannot be computed live (then the stored columns are shown).
-
-    Placeholder until the period calculation exists: always None.
-    """
-    return None
+    """The invoice's aggregates computed now, as the period calculation would, from the meter events and
+    manual lines so far; nothing is written. None for Invoice 0, which is never open."""
+    if invoice.sequence_number == 0:
+        return None
+    subscription = await session.get_one(Subscription, invoice.subscription_id)
+    ctx = await load_context(session, subscription)
+    charges = await period_charges(session, ctx, invoice)
+    totals = price_lines(ctx, invoice, charges, await manual_lines(session, invoice))
+    return Totals(totals.subtotal, totals.total_tax, totals.grand_total, len(totals.lines))
 
 
 async def current_totals(session: AsyncSession, invoice: Invoice) -> Totals:

@@ -82,6 +82,16 @@ async def test_invoice0_paid_then_first_period_invoiced(billing: Billing) -> Non
     for value, day in ((1000, 2), (2500, 10), (500, 27)):
         await billing.event(customer, event_type, JAN31 + timedelta(days=day), value=value)
 
+    # While period 1 runs its invoice's aggregates are live: the usage so far plus next month's fee.
+    open_invoice = (await billing.invoices(sub["id"]))[1]
+    live = await billing.get(f"/v2/invoices/{open_invoice.id}")
+    assert (live["status"], live["subtotal"], live["grandTotal"], live["itemCount"]) == (
+        "ACTIVE",
+        "53.00",
+        "53.00",
+        2,
+    )
+
     # Period 1 is Jan 31 → Feb 28; its invoice closes a day later, at the end of the grace window.
     await billing.advance(clock, datetime(2026, 2, 28, tzinfo=UTC) + GRACE)
     invoices = await billing.invoices(sub["id"])
