@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SDK063_VENV := .venv-sdk063
 
-.PHONY: dev test lint unit install clean
+.PHONY: dev test lint unit install clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed $(SDK063_VENV)/.installed lint
+# The browser test drives Debian's chromium through Playwright (which never downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: $(VENV)/.installed $(SDK063_VENV)/.installed lint chromium
 	ACCRUE_SDK063_PYTHON=$(CURDIR)/$(SDK063_VENV)/bin/python $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed

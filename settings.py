@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default=timedelta(hours=24), description="Time after periodEnd that late events still count."
     )
     log_level: str = Field(default="INFO", description="Python log level for API and worker.")
+    secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs customer portal links; required in production (empty: a per-process key).",
+    )
 
     @property
     def base_url(self) -> str:

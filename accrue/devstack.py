@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -247,8 +248,19 @@ class DevStack:
         for name in ("TEMPORAL_ADDRESS", "ACCRUE_TEMPORAL_ADDRESS"):
             env[name] = self.settings.temporal_address
         env["ACCRUE_API_PORT"] = str(self.settings.api_port)
+        if not self.settings.secret_key.get_secret_value():
+            env["ACCRUE_SECRET_KEY"] = self.secret_key()
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def secret_key(self) -> str:
+        """The dev stack's signing key, kept in the data directory so portal links survive restarts."""
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def start_postgres(self) -> str:
         # Keeps the handle on self even if startup is cancelled meanwhile, so shutdown still stops it.

@@ -252,7 +252,10 @@ class SubscriptionActivities:
             if payment is None or invoice is None or payment.invoice_id != invoice.id:
                 return PaymentOutcome(applied=False, activated=False)
             if payment.status == "completed" or invoice.status not in ("ISSUED", "PAYMENT_FAILED"):
-                return PaymentOutcome(applied=False, activated=False)
+                # A retry after this activity's own commit (or a repeated signal) must still tell the
+                # workflow that Invoice 0 activated the subscription, or it would later expire it.
+                done = payment.status == "completed" and invoice.sequence_number == 0
+                return PaymentOutcome(applied=False, activated=done and sub.status == "active")
             if not request.succeeded:
                 payment.status = "declined"
                 if invoice.sequence_number > 0:
@@ -292,7 +295,12 @@ class SubscriptionActivities:
         async with self.sessions() as session:
             sub = await self._subscription(session, request.subscription_id)
             if sub.status == "terminated":
-                return Terminated(terminated_at=sub.terminated_at or request.at, closed=None)
+                # A retry after this activity's own commit: report the period it cut short again, or the
+                # workflow would never finalize that invoice.
+                return Terminated(
+                    terminated_at=sub.terminated_at or request.at,
+                    closed=await self._final_close(session, sub),
+                )
             was_pending = sub.status == "pending_payment"
             sub.status, sub.terminated_at = "terminated", request.at
             sub.terminated_by, sub.termination_reason = request.terminated_by, request.reason
@@ -310,7 +318,8 @@ class SubscriptionActivities:
                     )
                     if invoice0.payment_session_id:
                         payment = await session.get(PaymentSession, invoice0.payment_session_id)
-                        if payment is not None and payment.status == "open":
+                        # A declined checkout stays payable until it expires (api/routers/payments.py).
+                        if payment is not None and payment.status in ("open", "declined"):
                             payment.status = "expired" if expired else "cancelled"
             else:
                 active = await session.scalar(
@@ -331,6 +340,18 @@ class SubscriptionActivities:
             )
             await session.commit()
             return Terminated(terminated_at=request.at, closed=closed)
+
+    async def _final_close(self, session: AsyncSession, sub: Subscription) -> PendingClose | None:
+        final = await session.scalar(
+            select(Invoice).where(
+                Invoice.subscription_id == sub.id,
+                Invoice.is_final.is_(True),
+                Invoice.status.in_(("CLOSING", "CLOSED", "CALCULATING")),
+            )
+        )
+        if final is None:
+            return None
+        return PendingClose(sequence_number=final.sequence_number, grace_period_end=final.grace_period_end)
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,9 @@ from api.routers import (
     fees,
     invoices,
     meters,
+    payments,
     plans,
+    portal,
     prices,
     products,
     subscriptions,
@@ -44,9 +47,14 @@ ROUTERS = [
     customers.router,
     users.router,
     subscriptions.router,
+    portal.router,
     meters.router,
     invoices.router,
     test_clocks.router,
+    payments.router,
+    # HTML pages for payers and customers (no API key): hosted checkout and the portal.
+    payments.page_router,
+    portal.page_router,
 ]
 
 
@@ -59,6 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.temporal = None
         events.start(app, engine)
+        # What exists now lives as long as the process; frozen, it is left out of the collector's full
+        # passes, which otherwise pause every request for tens of ms on this heap (bench/events_ingest.py).
+        gc.freeze()
         try:
             yield
         finally:

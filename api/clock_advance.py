@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.app_state import temporal_client
@@ -56,8 +56,12 @@ async def advance_bound_subscriptions(
 
     try:
         await asyncio.wait_for(asyncio.gather(*(advance(i) for i in ids)), CATCH_UP_TIMEOUT.total_seconds())
-    except (RPCError, WorkflowUpdateFailedError, TimeoutError) as exc:
+    # On timeout the gathered update calls are cancelled, and each raises RPCTimeoutOrCancelledError (not
+    # CancelledError), so wait_for passes that on instead of its TimeoutError.
+    except (RPCError, WorkflowUpdateFailedError, RPCTimeoutOrCancelledError, TimeoutError) as exc:
         raise ApiError(
             503,
-            f"The clock moved to {new_time.isoformat()} but a subscription did not catch up ({exc}); retry",
+            f"The clock is now {new_time.isoformat()}, but not every subscription bound to it has caught "
+            f"up yet ({exc}); they finish on their own — follow them with GET /v0/subscriptions and "
+            "GET /v2/invoices",
         ) from None

@@ -183,7 +183,10 @@ async def period_charges(session: AsyncSession, ctx: BillingContext, invoice: In
     first = invoice.sequence_number == 1
     charges = await metered_charges(session, ctx, start, end)
     charges += fee_charges(ctx, "in_arrears", start, end, first_period=first)
-    if not (invoice.is_final or sub.status == "terminated"):
+    # A termination inside this invoice's grace window cut the next period short, not this one: that period
+    # had begun, so its in-advance fees are due. Only a termination at or before periodEnd ends the billing.
+    ended = sub.terminated_at is not None and sub.terminated_at <= end
+    if not (invoice.is_final or ended):
         cadence = parse_duration(sub.billing_cadence)
         next_start, next_end = period_bounds(sub.billing_anchor, cadence, invoice.sequence_number)
         charges += fee_charges(ctx, "in_advance", next_start, next_end, first_period=False)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger("accrue.events")
@@ -79,50 +80,46 @@ def _key(event: NewEvent) -> Key:
     return (event.merchant_id, event.environment, event.idempotency_key)
 
 
+# From this many events on, COPY (with INSERT … ON CONFLICT as the fallback) beats INSERT … ON CONFLICT
+# alone, whose per-row speculative insertion costs PostgreSQL about half again what COPY's bulk path does.
+COPY_FROM = 200
+_COLUMNS = [
+    "id",
+    "merchant_id",
+    "environment",
+    "type",
+    "source",
+    "subject",
+    "data",
+    "timestamp",
+    "idempotency_key",
+]
+
+
 async def insert_events(conn: Any, events: Sequence[NewEvent]) -> list[StoredEvent]:
-    """Store `events` in one atomic statement on the asyncpg connection `conn`, each key once.
+    """Store `events` atomically on the asyncpg connection `conn`, each key once.
 
     Returns one StoredEvent per input, in order. An event whose key is already stored, or repeated
     earlier in `events`, resolves to the first stored event with that key (`created=False`).
-    Run outside an explicit transaction, the INSERT commits when it returns.
+    Run outside an explicit transaction, the write commits when this returns.
     """
     first: dict[Key, NewEvent] = {}
     for event in events:
         first.setdefault(_key(event), event)
     unique = list(first.values())
-    inserted_ids = {
-        row[0]
-        for row in await conn.fetch(
-            _INSERT,
-            [e.id for e in unique],
-            [e.merchant_id for e in unique],
-            [e.environment for e in unique],
-            [e.type for e in unique],
-            [e.source for e in unique],
-            [e.subject for e in unique],
-            [json.dumps(e.data, separators=(",", ":")) for e in unique],
-            [e.timestamp for e in unique],
-            [e.idempotency_key for e in unique],
+    if len(unique) >= COPY_FROM and await _copied(conn, unique):
+        if len(unique) == len(events):
+            return [_created(e) for e in events]
+        inserted_ids, existing = {e.id for e in unique}, []
+    else:
+        inserted_ids = {row[0] for row in await conn.fetch(_INSERT, *_columns(unique))}
+        missing = [e for e in unique if e.id not in inserted_ids]
+        existing = await _existing(conn, missing) if missing else []
+    resolved = {_key(e): _created(e) for e in unique if e.id in inserted_ids}
+    for r in existing:
+        resolved[(r["merchant_id"], r["environment"], r["idempotency_key"])] = StoredEvent(
+            r["id"], r["type"], r["source"], r["subject"], r["timestamp"], r["idempotency_key"], False
         )
-    }
-    resolved: dict[Key, StoredEvent] = {}
-    for e in unique:
-        if e.id in inserted_ids:
-            resolved[_key(e)] = StoredEvent(
-                e.id, e.type, e.source, e.subject, e.timestamp, e.idempotency_key, True
-            )
-    missing = [e for e in unique if e.id not in inserted_ids]
-    if missing:
-        rows = await conn.fetch(
-            _EXISTING,
-            [e.merchant_id for e in missing],
-            [e.environment for e in missing],
-            [e.idempotency_key for e in missing],
-        )
-        for r in rows:
-            resolved[(r["merchant_id"], r["environment"], r["idempotency_key"])] = StoredEvent(
-                r["id"], r["type"], r["source"], r["subject"], r["timestamp"], r["idempotency_key"], False
-            )
     out: list[StoredEvent] = []
     for event in events:
         stored = resolved.get(_key(event))
@@ -136,19 +133,48 @@ async def insert_events(conn: Any, events: Sequence[NewEvent]) -> list[StoredEve
     return out
 
 
-async def store_events(engine: AsyncEngine, events: Sequence[NewEvent]) -> list[StoredEvent]:
-    """insert_events on a pooled connection; a database failure becomes EventStoreError."""
+def _created(e: NewEvent) -> StoredEvent:
+    return StoredEvent(e.id, e.type, e.source, e.subject, e.timestamp, e.idempotency_key, True)
+
+
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _columns(events: Sequence[NewEvent]) -> list[list[Any]]:
+    return [
+        [e.id for e in events],
+        [e.merchant_id for e in events],
+        [e.environment for e in events],
+        [e.type for e in events],
+        [e.source for e in events],
+        [e.subject for e in events],
+        [_encode_json(e.data) for e in events],
+        [e.timestamp for e in events],
+        [e.idempotency_key for e in events],
+    ]
+
+
+async def _existing(conn: Any, events: Sequence[NewEvent]) -> list[Any]:
+    return list(
+        await conn.fetch(
+            _EXISTING,
+            [e.merchant_id for e in events],
+            [e.environment for e in events],
+            [e.idempotency_key for e in events],
+        )
+    )
+
+
+async def _copied(conn: Any, unique: Sequence[NewEvent]) -> bool:
+    """COPY all the events, expecting their keys to be new; False when one is already stored (the COPY
+    then wrote nothing, and INSERT … ON CONFLICT takes over). A retried batch pays twice; a new one, the
+    usual case, is one COPY with no lookup at all."""
     try:
-        async with engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            # No SQLAlchemy statement runs on `conn`, so it never opens a transaction and the INSERT
-            # autocommits: once it returns the rows are durable.
-            return await insert_events(raw.driver_connection, events)
-    except EventStoreError:
-        raise
-    except Exception as exc:
-        log.exception("storing %d meter events failed", len(events))
-        raise EventStoreError(str(exc) or type(exc).__name__) from exc
+        records = zip(*_columns(unique), strict=True)
+        await conn.copy_records_to_table("meter_events", records=records, columns=_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 class _Lane:
@@ -181,15 +207,18 @@ class _Lane:
 class GroupCommitWriter:
     """Collects events from concurrent requests and stores them together.
 
-    A background task hands everything pending to the next free lane (a held connection), lingering up
-    to `linger` seconds first so that requests arriving meanwhile join; each flush is one INSERT of up
-    to `max_batch` events. While every lane is busy, arrivals accumulate into the next batch, so the
-    batch size follows the load. A request's future resolves only after its batch's INSERT has
-    committed: a 202 still means "durably stored" while a commit is shared by the whole batch.
+    A background task hands everything pending to the next free lane (a held connection); each flush is
+    one INSERT of up to `max_batch` events. While every lane is busy, arrivals accumulate into the next
+    batch, so the batch size follows the load: one event when idle, hundreds under pressure. A request's
+    future resolves only after its batch's INSERT has committed, so a 202 still means "durably stored"
+    while one commit is shared by the whole batch.
+
+    `linger` (seconds) would hold a batch open for late arrivals; it defaults to 0 because on the
+    benchmark machine any linger cost more request rate than the larger batches saved.
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, linger: float = 0.001, max_batch: int = 1000, lanes: int = 2
+        self, engine: AsyncEngine, *, linger: float = 0.0, max_batch: int = 1000, lanes: int = 2
     ) -> None:
         self._linger = linger
         self._max_batch = max_batch
@@ -216,6 +245,16 @@ class GroupCommitWriter:
             await asyncio.gather(*self._flushes, return_exceptions=True)
         for lane in self._all_lanes:
             await lane.close()
+
+    async def store(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        """Store a batch that is already large enough on its own, on the next free lane."""
+        if self._closing:
+            raise EventStoreError("the event writer is not running")
+        lane = await self._lanes.get()
+        try:
+            return await lane.insert(events)
+        finally:
+            self._lanes.put_nowait(lane)
 
     async def write(self, event: NewEvent) -> StoredEvent:
         if self._closing or self._loop_task is None:
@@ -245,17 +284,34 @@ class GroupCommitWriter:
 
     async def _flush(self, lane: _Lane, batch: list[tuple[NewEvent, asyncio.Future[StoredEvent]]]) -> None:
         try:
-            stored = await lane.insert([event for event, _ in batch])
+            try:
+                _resolve(batch, await lane.insert([event for event, _ in batch]))
+            except EventStoreError:
+                if len(batch) == 1:
+                    raise
+                # One bad row fails the whole statement; store the others on their own rather than
+                # failing every request that happened to share the batch.
+                for one in batch:
+                    try:
+                        _resolve([one], await lane.insert([one[0]]))
+                    except EventStoreError as exc:
+                        _fail([one], exc)
         except EventStoreError as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(EventStoreError(str(exc)))
-        else:
-            for (_, future), result in zip(batch, stored, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            _fail(batch, exc)
         finally:
             self._lanes.put_nowait(lane)
+
+
+def _resolve(batch: list[tuple[NewEvent, asyncio.Future[StoredEvent]]], stored: list[StoredEvent]) -> None:
+    for (_, future), result in zip(batch, stored, strict=True):
+        if not future.done():
+            future.set_result(result)
+
+
+def _fail(batch: list[tuple[NewEvent, asyncio.Future[StoredEvent]]], exc: EventStoreError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(EventStoreError(str(exc)))
 
 
 _KNOWN_TYPES = """

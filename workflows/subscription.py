@@ -278,7 +278,8 @@ class SubscriptionWorkflow:
         state.status = "terminated"
         state.activation_deadline = None
         state.current_period_end = None
-        if result.closed is not None:
+        pending = {c.sequence_number for c in state.pending_closes}
+        if result.closed is not None and result.closed.sequence_number not in pending:
             state.pending_closes.append(result.closed)
         self._publish()
 

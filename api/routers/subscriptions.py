@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 
 from api.app_state import settings_of, temporal_client
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, conflict, forbidden, invalid, not_found
+from api.errors import ApiError, FieldErrors, conflict, forbidden, invalid, not_found
 from api.routers.customers import check_rate_keys, find_or_insert_consumer
 from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
 from api.schemas.subscriptions import SubscriptionCreate, SubscriptionOut, TerminateBody, customer_of
@@ -57,7 +57,8 @@ async def create_subscription(
         assert body.customer_id is not None
         customer = await ctx.owned(Customer, body.customer_id, "Customer")
 
-    existing = await _live(ctx, customer.id, plan.id)
+    customer_id, plan_id = customer.id, plan.id  # the rows expire if the insert below rolls back
+    existing = await _live(ctx, customer_id, plan_id)
     if existing is None:
         now = clock.current_time if clock is not None else datetime.now(UTC)
         new = records.NewSubscription(
@@ -79,13 +80,14 @@ async def create_subscription(
             renewal_reminder_enabled=body.renewal_reminder_enabled,
             renewal_reminder_days=body.renewal_reminder_days,
         )
-        sub = await records.create(ctx.session, new, now)
         try:
+            # The live-subscription index already fires at the flush inside create, not only at commit.
+            sub = await records.create(ctx.session, new, now)
             await ctx.session.commit()
         except IntegrityError:
             # A concurrent create for the same customer and plan won; answer with its subscription.
             await ctx.session.rollback()
-            existing = await _live(ctx, customer.id, plan.id)
+            existing = await _live(ctx, customer_id, plan_id)
             if existing is None:
                 raise conflict("The subscription changed while this request ran; retry it") from None
     if existing is not None:
@@ -95,8 +97,9 @@ async def create_subscription(
     return await view(ctx, request, sub)
 
 
-async def start_workflow(request: Request, sub: Subscription) -> None:
-    """Idempotent: a retried create finds the running workflow (and starts it if a crash left none)."""
+async def start_workflow(request: Request, sub: Subscription, *, unreachable: str | None = None) -> None:
+    """Idempotent: a retried create finds the running workflow (and starts it if a crash left none).
+    Temporal out of reach is a 503 with `unreachable` as its message (by default the create's)."""
     settings = settings_of(request)
     try:
         client = await temporal_client(request.app)
@@ -108,11 +111,11 @@ async def start_workflow(request: Request, sub: Subscription) -> None:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
     except (RPCError, RuntimeError, OSError) as exc:
-        raise ApiError(
-            503,
-            f"Subscription {sub.id} is stored but its workflow could not be started ({exc}); "
-            "repeat the same request to finish it",
-        ) from None
+        message = unreachable or (
+            f"Subscription {sub.id} is stored but its workflow could not be started; "
+            "repeat the same request to finish it"
+        )
+        raise ApiError(503, f"{message} ({exc})") from None
 
 
 @router.get("", response_model=ListResponse[SubscriptionOut])
@@ -163,6 +166,10 @@ async def terminate_subscription(
     sub = await ctx.owned(Subscription, id, "Subscription")
     if sub.status == "terminated":
         raise conflict(f"Subscription {id} is already terminated")
+    # A create that answered 503 left the row without its workflow; starting it here (a no-op when it runs)
+    # lets the termination through instead of failing on a workflow that does not exist. It is also where
+    # an unreachable Temporal becomes a 503.
+    await start_workflow(request, sub, unreachable="Could not reach the subscription's workflow; retry")
     await ctx.session.rollback()  # release the snapshot: the workflow writes the transition
     client = await temporal_client(request.app)
     handle = client.get_workflow_handle(subscription_workflow_id(id))
@@ -251,7 +258,10 @@ async def _inline_customer(ctx: Ctx, body: SubscriptionCreate) -> Customer:
     given = body.customer
     assert given is not None
     if given.tax_rates:
-        await check_rate_keys(ctx, given.tax_rates)
+        try:
+            await check_rate_keys(ctx, given.tax_rates)
+        except FieldErrors as exc:  # name the field where this request has it
+            raise FieldErrors([e | {"field": f"customer.{e['field']}"} for e in exc.errors]) from None
     consumer, _ = await find_or_insert_consumer(ctx, given)
     values: dict[str, Any] = {
         "id": new_id("customer"),

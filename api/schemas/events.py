@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, StringConstraints
 
-from api.wire import Id, Timestamp, UtcDatetime, WireModel
+from api.wire import Id, Timestamp, UtcDatetime, WireModel, iso
 from db.events import StoredEvent
 
 MAX_BATCH = 1000
@@ -39,22 +39,31 @@ class EventResponse(WireModel):
     timestamp: Timestamp
     idempotency_key: str
 
-    @classmethod
-    def of(cls, event: StoredEvent, namespace: str) -> EventResponse:
-        return cls(
-            id=event.id,
-            type=event.type,
-            source=event.source,
-            subject=event.subject,
-            namespace=namespace,
-            timestamp=event.timestamp,
-            idempotency_key=event.idempotency_key,
-        )
+    @staticmethod
+    def wire(event: StoredEvent, namespace: str) -> dict[str, str]:
+        """The JSON body, built without a model instance: this answers every ingested event."""
+        return {
+            "id": event.id,
+            "object": "event",
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "namespace": namespace,
+            "timestamp": iso(event.timestamp),
+            "idempotencyKey": event.idempotency_key,
+        }
 
 
 class BatchIngest(WireModel):
-    # Items are validated one by one so that each gets its own result.
-    events: list[Any] = Field(description=f"1 to {MAX_BATCH} events, each shaped like POST /v0/events.")
+    events: list[IngestEvent] = Field(
+        description=f"1 to {MAX_BATCH} events, each shaped like POST /v0/events."
+    )
+
+
+class BatchEnvelope(WireModel):
+    """A batch with some malformed event: its events are then validated one by one, each with its result."""
+
+    events: list[Any]
 
 
 class BatchItemResult(WireModel):

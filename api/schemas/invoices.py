@@ -171,7 +171,7 @@ class InvoiceOut(WireModel):
         unpaid = max(grand_total - paid, Decimal(0)) if row.status in OWING_STATUSES else Decimal(0)
         payment_url = None
         if row.status == "ISSUED" and unpaid > 0 and row.payment_session_id:
-            payment_url = f"{base_url}/pay/{row.payment_session_id}"
+            payment_url = f"{base_url}/checkout/{row.payment_session_id}"
         return cls(
             id=row.id,
             merchant_id=row.merchant_id,

@@ -3,15 +3,24 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt, StringConstraints
+from pydantic import AfterValidator, Field, Strict, StrictBool, StrictInt, StringConstraints
 
 from api.schemas.customers import ConsumerIn, Percent
 from api.wire import Id, MoneyStr, Name, Timestamp, UtcDatetime, WireModel
 from db.models import Customer, Invoice, Organization, PaymentSession, Subscription
-from domain.money import format_amount, round_money, to_nanos
+from domain.money import format_amount, parse_decimal, round_money, to_nanos
 
 Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+def _not_negative(value: str) -> str:
+    if parse_decimal(value) < 0:
+        raise ValueError('must not be negative; "0" disables the minimum balance')
+    return value
+
+
+Balance = Annotated[MoneyStr, AfterValidator(_not_negative)]
 
 
 class RedirectUrls(WireModel):
@@ -34,13 +43,14 @@ class SubscriptionCreate(WireModel):
     ending_at: UtcDatetime | None = None
     auto_charge: StrictBool = False
     tax_exempt: StrictBool = False
-    minimum_account_balance: MoneyStr | None = None
-    prefund_amount: MoneyStr | None = None
+    minimum_account_balance: Balance | None = None
+    prefund_amount: Balance | None = None
     redirect_urls: RedirectUrls | None = None
     test_clock_id: Id | None = None
     renewal_reminder_enabled: StrictBool | None = None
     renewal_reminder_days: Annotated[StrictInt, Field(ge=1, le=30)] | None = None
-    session_expiry_minutes: Annotated[float, Field(ge=1, le=10_080)] | None = None
+    # A JSON number (the SDK types it float); strict, so "60" and true are refused rather than coerced.
+    session_expiry_minutes: Annotated[float, Strict(), Field(ge=1, le=10_080)] | None = None
 
 
 class TerminateBody(WireModel):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from paygentic_sdk import Paygentic, errors
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.events import COPY_FROM, EventStoreError, GroupCommitWriter, NewEvent
 from db.merchants import NewMerchant
 from db.models import MeterEvent
 from db.session import session_factory
@@ -386,3 +388,83 @@ async def test_batch_of_1000_is_stored(
     assert response.status_code == 200, response.text
     assert (response.json()["accepted"], response.json()["rejected"]) == (1000, 0)
     assert await count(engine, merchant) == 1000
+
+
+async def test_large_batch_with_stored_and_repeated_keys(
+    client: httpx.Client, merchant: NewMerchant, engine: AsyncEngine, aclient: httpx.AsyncClient
+) -> None:
+    # Above COPY_FROM events the store tries one COPY; a key already stored makes it fall back to
+    # INSERT … ON CONFLICT, which must give the same answers.
+    new_metric(client, merchant)
+    earlier = (await aclient.post("/v0/events", json=event(idempotencyKey="stored-before"))).json()
+    size = COPY_FROM + 50
+    events = [
+        {"type": "llm.tokens", "source": "s", "subject": "c", "data": {"i": i}, "idempotencyKey": f"k{i}"}
+        for i in range(size)
+    ]
+    events[100]["idempotencyKey"] = "stored-before"
+    events[-1]["idempotencyKey"] = "k0"
+    results = (await post_compact(aclient, "/v0/events/batch", {"events": events})).json()["data"]
+    assert {r["status"] for r in results} == {202}
+    assert results[100]["id"] == earlier["id"] and results[-1]["id"] == results[0]["id"]
+    rows = await stored(engine, merchant)
+    assert len(rows) == 1 + size - 2
+    assert {r.id for r in rows} == {r["id"] for r in results}
+    assert next(r for r in rows if r.idempotency_key == "k0").data == {"i": 0}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"data": {"note": "a\u0000b"}}, "data"),
+        ({"data": {"k\u0000": 1}}, "data"),
+        ({"subject": "c\u0000"}, "subject"),
+    ],
+)
+async def test_nul_characters_are_400(
+    client: httpx.Client,
+    merchant: NewMerchant,
+    engine: AsyncEngine,
+    aclient: httpx.AsyncClient,
+    overrides: dict[str, object],
+    field: str,
+) -> None:
+    new_metric(client, merchant)
+    assert "NUL" in field_errors(await aclient.post("/v0/events", json=event(**overrides)))[field]
+    batch = {"events": [event(idempotencyKey="fine"), event(**overrides)]}
+    results = (await aclient.post("/v0/events/batch", json=batch)).json()["data"]
+    assert [r["status"] for r in results] == [202, 400]
+    assert [r.idempotency_key for r in await stored(engine, merchant)] == ["fine"]
+
+
+async def test_writer_isolates_a_row_the_database_refuses(engine: AsyncEngine, merchant: NewMerchant) -> None:
+    writer = GroupCommitWriter(engine, linger=0.05)  # long enough that all six share one INSERT
+    writer.start()
+    now = datetime.now(UTC)
+
+    def new(key: str, subject: str = "cus_1") -> NewEvent:
+        return NewEvent(
+            f"evt_{key}{merchant.merchant_id[-8:]}",
+            merchant.merchant_id,
+            "sandbox",
+            "t",
+            "s",
+            subject,
+            {},
+            now,
+            key,
+        )
+
+    try:
+        # The NUL is refused by PostgreSQL; written together, the other events must still be stored.
+        outcomes = await asyncio.gather(
+            *(writer.write(new(f"ok{i}")) for i in range(5)),
+            writer.write(new("bad", "c\x00")),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    assert [type(o).__name__ for o in outcomes] == ["StoredEvent"] * 5 + ["EventStoreError"]
+    assert sorted(r.idempotency_key for r in await stored(engine, merchant)) == [f"ok{i}" for i in range(5)]
+    with pytest.raises(EventStoreError):
+        await writer.write(new("late"))

@@ -92,7 +92,7 @@ async def test_invoice_reads_through_sdk(sdk: Paygentic, factory: Factory, api_u
     assert (got.id, got.object, got.status, got.subscription_id) == (invoice.id, "invoice", "ISSUED", sub.id)
     assert (got.subtotal, got.total_tax, got.grand_total) == ("12.50", "1.25", "13.75")
     assert (got.paid_amount, got.unpaid_amount) == ("0.00", "13.75")
-    assert got.payment_url == f"{api_url}/pay/ps_test123"
+    assert got.payment_url == f"{api_url}/checkout/ps_test123"
     assert (got.sequence_number, got.item_count, got.invoice_number) == (1, 2, "INV-0001")
     assert got.billing_cadence == "P1M" and got.merchant_id == factory.merchant.merchant_id
     assert "line_items" not in got.model_fields_set
@@ -185,7 +185,7 @@ async def test_unpaid_amount_and_payment_url(
     assert body["unpaidAmount"] == unpaid
     assert ("paymentUrl" in body) is payable
     if payable:
-        assert body["paymentUrl"].endswith(f"/pay/{session}")
+        assert body["paymentUrl"].endswith(f"/checkout/{session}")
 
 
 @pytest.fixture

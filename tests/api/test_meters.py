@@ -399,3 +399,10 @@ def test_sdk_0_6_3_parses_ingest_meter_and_list_events(
     assert event_id.startswith("evt_") and (kind, key) == ("event", "k063")
     assert out["billable_metrics.meter"] == [40.5, 1, 3]  # gpt-3, gpt-4, and the new event without model
     assert out["billable_metrics.list_events"] == [8, ["k063"]]
+
+
+def test_metric_with_an_unsupported_json_path_is_400(client: httpx.Client, merchant: NewMerchant) -> None:
+    metric_id = metric(client, merchant, valueProperty="$.items[*].tokens")
+    load(client, events=[("cus_A", "2026-01-05T00:00:00Z", {"items": [{"tokens": 1}]})])
+    message = field_errors(client.get(f"/v0/billableMetrics/{metric_id}/meter", params=JAN))["id"]
+    assert "$.items[*].tokens" in message and "PATCH" in message

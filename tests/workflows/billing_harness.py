@@ -4,10 +4,12 @@ subscriptions created through the API run their real workflows here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import httpx
@@ -19,9 +21,10 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from api.clock_advance import advance_bound_subscriptions
 from db.merchants import NewMerchant
-from db.models import Invoice, LineItem, TestClock
+from db.models import Invoice, LineItem, OutboxEvent, TestClock
 from db.session import session_factory
 from domain.ids import new_id
+from domain.money import round_money
 from settings import Settings
 from worker import build_worker
 from workflows.ids import subscription_workflow_id
@@ -29,6 +32,37 @@ from workflows.signals import send_payment_completed, send_payment_declined
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
 GRACE = timedelta(hours=24)
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], within: float = 15) -> T:
+    """Poll until `check` returns without an AssertionError (signals are processed asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def assert_recomputable(invoice: Invoice, lines: list[LineItem], tax_behavior: str = "exclusive") -> None:
+    """D13 from what the invoice stores: each line's tax is its rounded amount × rate, every total is a sum
+    of rounded lines, so anyone can recompute the invoice from its lines."""
+    zero = round_money(Decimal(0), invoice.currency)
+    for line in lines:
+        assert line.subtotal == round_money(line.subtotal, invoice.currency), line.display_name
+        gross = line.total if tax_behavior == "inclusive" else line.subtotal
+        exact_tax = (
+            gross - gross / (1 + line.tax_rate) if tax_behavior == "inclusive" else gross * line.tax_rate
+        )
+        assert line.tax_total == round_money(exact_tax, invoice.currency), line.display_name
+        assert line.total == line.subtotal + line.tax_total, line.display_name
+    assert invoice.subtotal == sum((line.subtotal for line in lines), zero)
+    assert invoice.total_tax == sum((line.tax_total for line in lines), zero)
+    assert invoice.grand_total == invoice.subtotal + invoice.total_tax
+    assert invoice.item_count == len(lines)
 
 
 @dataclass
@@ -181,18 +215,53 @@ class Billing:
     def handle(self, subscription_id: str) -> Any:
         return self.env.client.get_workflow_handle(subscription_workflow_id(subscription_id))
 
+    async def status(self, subscription_id: str) -> str:
+        return str((await self.get(f"/v0/subscriptions/{subscription_id}"))["status"])
+
+    async def activate(self, subscription: dict[str, Any]) -> None:
+        """Pay Invoice 0 through the workflow's signal and wait until the subscription is active."""
+        await self.pay(subscription)
+
+        async def active() -> None:
+            assert await self.status(subscription["id"]) == "active"
+
+        await eventually(active)
+
+    async def outbox(self, event_type: str) -> list[dict[str, Any]]:
+        """The payloads of this merchant's outbox events of one type, oldest first."""
+        async with session_factory(self.engine)() as session:
+            rows = await session.scalars(
+                select(OutboxEvent)
+                .where(
+                    OutboxEvent.merchant_id == self.merchant.merchant_id,
+                    OutboxEvent.event_type == event_type,
+                )
+                .order_by(OutboxEvent.created_at, OutboxEvent.id)
+            )
+            return [row.payload for row in rows]
+
 
 async def billing_stack(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
+    env: WorkflowEnvironment,
+    engine: AsyncEngine,
+    settings: Settings,
+    merchant: NewMerchant,
+    *,
+    with_worker: bool = True,
 ) -> AsyncIterator[Billing]:
+    """with_worker=False leaves the task queue without a worker, for tests that run (and kill) their own."""
     task_queue = f"billing-{uuid4()}"
     app = create_app(settings.model_copy(update={"task_queue": task_queue}))
     async with app.router.lifespan_context(app):
         app.state.temporal = env.client
-        async with build_worker(env.client, engine, task_queue, GRACE):
-            headers = {"Authorization": f"Bearer {merchant.api_key}"}
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://accrue.test", headers=headers
-            ) as http:
-                yield Billing(http, app, env, engine, merchant, task_queue)
+        headers = {"Authorization": f"Bearer {merchant.api_key}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://accrue.test", headers=headers
+        ) as http:
+            billing = Billing(http, app, env, engine, merchant, task_queue)
+            if not with_worker:
+                yield billing
+                return
+            async with build_worker(env.client, engine, task_queue, GRACE):
+                yield billing

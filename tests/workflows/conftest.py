@@ -28,8 +28,12 @@ def test_server_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with Accrue's search attributes registered.
+
+    Time skipping is global to a server and pauses while any activity is outstanding, so a module that
+    leaves work behind, or that relies on `env.sleep`, uses a server of its own (a module-scoped
+    `workflow_env` fixture iterating this)."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
     )
@@ -39,6 +43,12 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
+    async for env in time_skipping_server():
+        yield env
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,9 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from db.merchants import NewMerchant
 from settings import Settings
-from tests.workflows.billing_harness import GRACE, Billing, billing_stack
+from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 
-T = TypeVar("T")
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
 
 
@@ -27,18 +25,6 @@ async def billing(
 ) -> AsyncIterator[Billing]:
     async for stack in billing_stack(workflow_env, engine, settings, merchant):
         yield stack
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 15) -> T:
-    """Poll until `check` returns without an AssertionError (signals are processed asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def quickstart_plan(billing: Billing) -> tuple[str, str]:
@@ -195,28 +181,3 @@ async def test_terminate_mid_period_bills_usage_so_far_and_twice_is_409(billing:
     assert [(i.sequence_number, i.status) for i in invoices] == [(0, "PAID"), (1, "ISSUED")]
     final = invoices[1]
     assert final.period_end == middle and final.grand_total == Decimal("2.00")  # no next-period fee
-
-
-async def test_real_time_subscription_closes_with_workflow_timers(
-    billing: Billing, workflow_env: WorkflowEnvironment
-) -> None:
-    product = await billing.product()
-    calls = await billing.metric(product, "rt.calls", aggregation="COUNT", unit="calls")
-    price = await billing.price(
-        billableMetricId=calls, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Calls",
-        properties={"unitPrice": "1.00"},
-    )  # fmt: skip
-    plan = await billing.plan(product, [price], billingCadence="P1M")
-    customer = await billing.customer()
-    start = (await workflow_env.get_current_time()).replace(minute=0, second=0, microsecond=0)
-    sub = await billing.subscribe(plan, customer, start)
-    assert sub["status"] == "active"
-    await billing.event(customer, "rt.calls", start + timedelta(minutes=5))
-    await workflow_env.sleep(timedelta(days=33))
-
-    async def issued() -> None:
-        statuses = [i.status for i in await billing.invoices(sub["id"])]
-        assert statuses[:2] == ["PAID", "ISSUED"], statuses
-
-    await eventually(issued)
-    assert (await billing.invoices(sub["id"]))[1].grand_total == Decimal("1.00")

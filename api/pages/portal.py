@@ -1,0 +1,138 @@
+"""The customer portal: one subscription, read-only, through a signed link."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from fastapi.responses import HTMLResponse
+
+from api.pages import day, document, e, message_page, moment, money, period, respond, status_badge
+
+
+@dataclass(frozen=True)
+class Usage:
+    name: str
+    quantity: Decimal
+    unit: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    number: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    total: Decimal
+    pay_url: str | None
+
+
+@dataclass(frozen=True)
+class PortalView:
+    merchant_name: str
+    customer_name: str
+    subscription_id: str
+    name: str
+    status: str
+    plan_name: str
+    started_at: datetime
+    terminated_at: datetime | None
+    current_period: tuple[datetime, datetime] | None
+    currency: str
+    usage: list[Usage]
+    invoices: list[InvoiceRow]
+    sandbox: bool
+    link_expires_at: datetime
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _summary(view: PortalView) -> str:
+    current = period(*view.current_period) if view.current_period else "—"
+    ended = (
+        f"<dt>Ended</dt><dd>{e(moment(view.terminated_at))}</dd>" if view.terminated_at is not None else ""
+    )
+    return (
+        '<div class="card">'
+        f'<p class="muted">{e(view.merchant_name)} · customer portal for {e(view.customer_name)}</p>'
+        f"<h1>{e(view.name)} {status_badge(view.status)}</h1>"
+        "<dl>"
+        f'<dt>Subscription</dt><dd><code data-testid="subscription-id">{e(view.subscription_id)}</code></dd>'
+        f"<dt>Plan</dt><dd>{e(view.plan_name)}</dd>"
+        f"<dt>Started</dt><dd>{e(day(view.started_at))}</dd>{ended}"
+        f"<dt>Current period</dt><dd>{e(current)}</dd>"
+        "</dl></div>"
+    )
+
+
+def _usage(view: PortalView) -> str:
+    if view.current_period is None:
+        return ""
+    if not view.usage:
+        rows = '<tr><td colspan="3" class="muted">This plan has no metered prices.</td></tr>'
+    else:
+        rows = "".join(
+            f'<tr><td>{e(u.name)}</td><td class="num">{e(_plain(u.quantity))} {e(u.unit)}</td>'
+            f'<td class="num">{e(money(u.amount, view.currency))}</td></tr>'
+            for u in view.usage
+        )
+    return (
+        '<div class="card"><h2>Usage this period</h2>'
+        '<p class="muted">Quantities so far; the amounts are estimates until the period is invoiced.</p>'
+        '<table><thead><tr><th>Price</th><th class="num">Quantity so far</th><th class="num">Estimated</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _invoices(view: PortalView) -> str:
+    if not view.invoices:
+        rows = '<tr><td colspan="5" class="muted">No invoices yet.</td></tr>'
+    else:
+        rows = "".join(
+            f'<tr><td class="nowrap">{e(i.number)}</td>'
+            f'<td class="nowrap">{e(period(i.period_start, i.period_end))}</td>'
+            f"<td>{status_badge(i.status)}</td>"
+            f'<td class="num">{e(money(i.total, view.currency))}</td>'
+            f"<td>{_pay(i)}</td></tr>"
+            for i in view.invoices
+        )
+    return (
+        '<div class="card"><h2>Invoices</h2>'
+        '<table><thead><tr><th>Number</th><th>Period</th><th>Status</th><th class="num">Total</th><th></th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _pay(row: InvoiceRow) -> str:
+    return f'<a class="button pay small" href="{e(row.pay_url)}">Pay</a>' if row.pay_url else ""
+
+
+def portal_page(view: PortalView) -> HTMLResponse:
+    note = f'<p class="muted">This link is read-only and expires {e(moment(view.link_expires_at))}.</p>'
+    body = _summary(view) + _usage(view) + _invoices(view) + note
+    banner = "SANDBOX — test data; invoices here are paid with test payments only." if view.sandbox else None
+    return respond(document(f"{view.name} — {view.merchant_name}", body, banner=banner))
+
+
+def tampered_page() -> HTMLResponse:
+    return message_page(
+        "This portal link is not valid",
+        "The link is incomplete or has been altered. Ask the merchant for a new portal link.",
+        403,
+    )
+
+
+def expired_page() -> HTMLResponse:
+    return message_page(
+        "This portal link has expired",
+        "Portal links are valid for a limited time. Ask the merchant for a new one.",
+        410,
+    )
+
+
+def missing_page() -> HTMLResponse:
+    return message_page("Subscription not found", "The subscription of this link no longer exists.", 404)

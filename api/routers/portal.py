@@ -1,0 +1,176 @@
+"""Customer portal links (`POST /v0/subscriptions/{id}/portal`) and the read-only page they open.
+
+The link is a signed claim on one subscription (api/portal_tokens.py); the page shows that subscription
+only: its state, the current period's usage so far and its invoices, with a pay link for open ones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import HTMLResponse
+from pydantic import Strict
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import portal_tokens
+from api.app_state import settings_of
+from api.deps import Context, Session
+from api.errors import invalid
+from api.pages import portal as pages
+from api.routers.payments import PAYABLE, Checkout
+from api.wire import Timestamp, WireModel
+from db import invoice_totals
+from db.billing import load_context, metered_charges
+from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock
+from domain.durations import DurationFormatError, add_duration, parse_duration
+
+router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
+page_router = APIRouter(include_in_schema=False)
+
+DEFAULT_EXPIRES_IN = "PT10M"
+MAX_EXPIRES_IN = timedelta(days=7)
+
+
+class PortalLinkCreate(WireModel):
+    expires_in: Annotated[str, Strict()] | None = None
+
+
+class SubscriptionPortalOut(WireModel):
+    object: Literal["subscriptionPortal"] = "subscriptionPortal"
+    url: str
+    expires_at: Timestamp
+
+
+def link_lifetime(expires_in: str | None, now: datetime) -> datetime:
+    """When a link asked for with `expiresIn` expires: after now, at most P7D later (calendar-aware)."""
+    text = DEFAULT_EXPIRES_IN if expires_in is None else expires_in
+    try:
+        duration = parse_duration(text)
+        expires_at = add_duration(now, duration)
+    except (DurationFormatError, ValueError) as exc:
+        raise invalid("expiresIn", str(exc)) from None
+    if expires_at - now < timedelta(seconds=1):
+        raise invalid("expiresIn", f"{text!r} is too short; give at least PT1S (the default is PT10M)")
+    if expires_at - now > MAX_EXPIRES_IN:
+        raise invalid("expiresIn", f"{text!r} is longer than the maximum of P7D (7 days)")
+    return expires_at
+
+
+@router.post("/{id}/portal", response_model=SubscriptionPortalOut)
+async def generate_portal_link(
+    id: str,
+    ctx: Context,
+    request: Request,
+    # Optional: SDK 0.1.34 sends `{}`, other clients may send no body at all.
+    body: Annotated[PortalLinkCreate | None, Body()] = None,
+) -> SubscriptionPortalOut:
+    subscription = await ctx.owned(Subscription, id, "Subscription")
+    # Links live in wall-clock time, also for subscriptions on a test clock: they are real URLs. Rounded
+    # up to the second the token carries, so a link never lives shorter than asked.
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)
+    expires_at = link_lifetime(body.expires_in if body else None, now)
+    settings = settings_of(request)
+    claim = portal_tokens.PortalClaim(
+        subscription_id=subscription.id,
+        merchant_id=subscription.merchant_id,
+        environment=subscription.environment,
+        expires_at=expires_at,
+    )
+    token = portal_tokens.issue(claim, portal_tokens.signing_key(settings))
+    return SubscriptionPortalOut(url=f"{settings.base_url}/portal/{token}", expires_at=expires_at)
+
+
+@page_router.get("/portal/{token}", response_class=HTMLResponse)
+async def portal_page(token: str, request: Request, session: Session) -> HTMLResponse:
+    key = portal_tokens.signing_key(settings_of(request))
+    try:
+        claim = portal_tokens.verify(token, key, datetime.now(UTC))
+    except portal_tokens.TokenInvalid:
+        return pages.tampered_page()
+    except portal_tokens.TokenExpired:
+        return pages.expired_page()
+    subscription = await session.get(Subscription, claim.subscription_id)
+    if (
+        subscription is None
+        or subscription.merchant_id != claim.merchant_id
+        or subscription.environment != claim.environment
+    ):
+        return pages.missing_page()
+    return pages.portal_page(await _view(session, subscription, claim.expires_at))
+
+
+async def _view(session: AsyncSession, sub: Subscription, link_expires_at: datetime) -> pages.PortalView:
+    plan = await session.get_one(Plan, sub.plan_id)
+    merchant = await session.get_one(Organization, sub.merchant_id)
+    customer = await session.get_one(Customer, sub.customer_id)
+    consumer = await session.get_one(Organization, customer.consumer_id)
+    invoices = list(
+        await session.scalars(
+            select(Invoice).where(Invoice.subscription_id == sub.id).order_by(Invoice.sequence_number)
+        )
+    )
+    active = next((i for i in invoices if i.status == "ACTIVE"), None)
+    return pages.PortalView(
+        merchant_name=merchant.name,
+        customer_name=consumer.name,
+        subscription_id=sub.id,
+        name=sub.name,
+        status=sub.status,
+        plan_name=plan.name,
+        started_at=sub.started_at,
+        terminated_at=sub.terminated_at,
+        current_period=(active.period_start, active.period_end) if active else None,
+        currency=sub.currency,
+        usage=await _usage(session, sub, active) if active else [],
+        invoices=await _invoice_rows(session, sub, merchant.name, invoices),
+        sandbox=sub.environment == "sandbox",
+        link_expires_at=link_expires_at,
+    )
+
+
+async def _usage(session: AsyncSession, sub: Subscription, active: Invoice) -> list[pages.Usage]:
+    """Each metered price's quantity so far in the current period, priced as the period invoice would."""
+    ctx = await load_context(session, sub)
+    units = {row.metric.id: row.metric.unit for row in ctx.prices if row.metric is not None}
+    charges = await metered_charges(session, ctx, active.period_start, active.period_end)
+    return [
+        pages.Usage(
+            name=c.display_name,
+            quantity=c.metered_quantity if c.metered_quantity is not None else c.quantity,
+            unit=units.get(c.metric_id or "", ""),
+            amount=c.amount,
+        )
+        for c in charges
+    ]
+
+
+async def _invoice_rows(
+    session: AsyncSession, sub: Subscription, merchant_name: str, invoices: list[Invoice]
+) -> list[pages.InvoiceRow]:
+    now = datetime.now(UTC)
+    if sub.test_clock_id is not None:
+        clock = await session.get(TestClock, sub.test_clock_id)
+        now = clock.current_time if clock is not None else now
+    rows = []
+    for invoice in invoices:
+        totals = await invoice_totals.current_totals(session, invoice)
+        pay_url = None
+        if invoice.payment_session_id:
+            payment = await session.get(PaymentSession, invoice.payment_session_id)
+            if payment is not None and Checkout(payment, invoice, sub, merchant_name, now).status in PAYABLE:
+                pay_url = f"/checkout/{payment.id}"
+        rows.append(
+            pages.InvoiceRow(
+                number=invoice.invoice_number or invoice.id,
+                period_start=invoice.period_start,
+                period_end=invoice.period_end,
+                status=invoice.status,
+                total=totals.grand_total,
+                pay_url=pay_url,
+            )
+        )
+    return rows

@@ -1,0 +1,279 @@
+"""Reliability: activities retried after their commit, a worker killed in the middle of a period close, and
+concurrent duplicate creates, each still giving one subscription and exactly one invoice per period with the
+right total."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.health import HealthActivities
+from activities.subscription import SubscriptionActivities
+from db.merchants import NewMerchant
+from db.models import Invoice, LineItem, PaymentSession, Subscription
+from db.session import session_factory
+from settings import Settings
+from tests.workflows.billing_harness import GRACE, Billing, assert_recomputable, billing_stack
+from worker import WORKFLOWS, build_worker
+from workflows.subscription_messages import (
+    ClosePeriod,
+    FinalizeInvoice,
+    InvoiceOutcome,
+    OpenPeriod,
+    PaymentOutcome,
+    PeriodClosed,
+    PeriodInfo,
+    RecordPayment,
+    Terminate,
+    Terminated,
+)
+
+D = Decimal
+START = datetime(2028, 1, 31, tzinfo=UTC)
+PERIOD_ENDS = [datetime(2028, 2, 29, tzinfo=UTC), datetime(2028, 3, 31, tzinfo=UTC)]
+
+
+@pytest.fixture
+async def billing(
+    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
+) -> AsyncIterator[Billing]:
+    async for stack in billing_stack(workflow_env, engine, settings, merchant, with_worker=False):
+        yield stack
+
+
+def worker_with(billing: Billing, activities: SubscriptionActivities, **options: Any) -> Worker:
+    """worker.build_worker, with the subscription activities given."""
+    health = HealthActivities(billing.engine)
+    return Worker(
+        billing.env.client,
+        task_queue=billing.task_queue,
+        workflows=WORKFLOWS,
+        activities=[health.check_database, *activities.all()],
+        **options,
+    )
+
+
+async def quickstart(billing: Billing, **subscription: Any) -> tuple[dict[str, Any], str]:
+    """Seed 002 on a test clock: $49 a month in advance, tokens at $0.001 in arrears."""
+    product = await billing.product()
+    tokens = await billing.metric(product, "llm.tokens")
+    fee = await billing.fee(product)
+    platform = await billing.price(
+        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
+        properties={"unitPrice": "49.00"},
+    )  # fmt: skip
+    usage = await billing.price(
+        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
+        properties={"unitPrice": "0.001"},
+    )  # fmt: skip
+    plan = await billing.plan(product, [platform, usage])
+    customer = await billing.customer()
+    clock = await billing.clock(START)
+    sub = await billing.subscribe(plan, customer, START, testClockId=clock, **subscription)
+    return sub, clock
+
+
+async def assert_one_invoice_per_period(
+    billing: Billing, subscription_id: str, expected: list[tuple[int, str, D]]
+) -> None:
+    """(sequence number, status, grand total) per invoice; one set of lines per invoice, nothing doubled."""
+    invoices = await billing.invoices(subscription_id)
+    assert [(i.sequence_number, i.status, i.grand_total) for i in invoices] == expected
+    for invoice in invoices:
+        lines = await billing.lines(invoice.id)
+        assert len({line.idempotency_key for line in lines}) == len(lines)
+        assert_recomputable(invoice, lines)
+    issued = [p["id"] for p in await billing.outbox("invoice.issued.v0")]
+    assert sorted(issued) == sorted(i.id for i in invoices if i.issued_at is not None)
+
+
+# ---- an activity retried after its commit ---------------------------------------------------------------
+
+
+class ReplyLost(SubscriptionActivities):
+    """Each state-changing activity commits, then fails its first attempt as if the worker had died before
+    reporting the result: the retry must find the work done and answer as the first attempt would have."""
+
+    def __init__(self, engine: AsyncEngine, grace_period: timedelta) -> None:
+        super().__init__(engine, grace_period)
+        self.lost: list[str] = []
+
+    def _lose_first(self, result: Any) -> Any:
+        info = activity.info()
+        if info.attempt == 1:
+            self.lost.append(info.activity_type)
+            raise ApplicationError(f"{info.activity_type}: the reply was lost after the commit")
+        return result
+
+    @activity.defn(name="record_payment")
+    async def record_payment(self, request: RecordPayment) -> PaymentOutcome:
+        return self._lose_first(await super().record_payment(request))
+
+    @activity.defn(name="open_period")
+    async def open_period(self, request: OpenPeriod) -> PeriodInfo:
+        return self._lose_first(await super().open_period(request))
+
+    @activity.defn(name="close_period")
+    async def close_period(self, request: ClosePeriod) -> PeriodClosed:
+        return self._lose_first(await super().close_period(request))
+
+    @activity.defn(name="finalize_invoice")
+    async def finalize_invoice(self, request: FinalizeInvoice) -> InvoiceOutcome:
+        return self._lose_first(await super().finalize_invoice(request))
+
+    @activity.defn(name="terminate_subscription")
+    async def terminate(self, request: Terminate) -> Terminated:
+        return self._lose_first(await super().terminate(request))
+
+
+async def test_activities_retried_after_their_commit_bill_each_period_once(billing: Billing) -> None:
+    activities = ReplyLost(billing.engine, GRACE)
+    async with worker_with(billing, activities):
+        sub, clock = await quickstart(billing)
+        await billing.activate(sub)
+        await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=1500)
+        await billing.advance(clock, PERIOD_ENDS[0] + GRACE)
+        await billing.event(sub["customerId"], "llm.tokens", PERIOD_ENDS[0] + timedelta(days=2), value=700)
+        cut = PERIOD_ENDS[0] + timedelta(days=10)
+        await billing.advance(clock, cut)
+        await billing.post(f"/v0/subscriptions/{sub['id']}/termination", {"reason": "Retry test"}, 200)
+        await billing.advance(clock, cut + GRACE)
+        await billing.handle(sub["id"]).result()
+
+    assert sorted(set(activities.lost)) == [
+        "close_period",
+        "finalize_invoice",
+        "open_period",
+        "record_payment",
+        "terminate_subscription",
+    ]
+    await assert_one_invoice_per_period(
+        billing,
+        sub["id"],
+        [(0, "PAID", D("49.00")), (1, "ISSUED", D("50.50")), (2, "ISSUED", D("0.70"))],
+    )
+    final = (await billing.invoices(sub["id"]))[2]
+    assert (final.period_end, final.is_final) == (cut, True)
+    assert len(await billing.outbox("subscription.cancelled.v0")) == 1
+    assert len(await billing.outbox("invoice.paid.v0")) == 1  # Invoice 0, recorded once
+
+
+# ---- a worker killed in the middle of a period close ----------------------------------------------------
+
+
+class Stalls(SubscriptionActivities):
+    """finalize_invoice stops at a point the test chooses and waits there until its worker is killed."""
+
+    def __init__(self, engine: AsyncEngine, grace_period: timedelta, after_commit: bool) -> None:
+        super().__init__(engine, grace_period)
+        self.after_commit = after_commit
+        self.reached = asyncio.Event()
+
+    async def _stall(self) -> None:
+        self.reached.set()
+        await asyncio.Event().wait()  # until cancelled by the worker's shutdown
+
+    async def _calculate(
+        self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime
+    ) -> None:
+        await super()._calculate(session, sub, invoice, at)
+        if not self.after_commit:
+            await self._stall()  # lines written, invoice ISSUED, all uncommitted and row-locked
+
+    @activity.defn(name="finalize_invoice")
+    async def finalize_invoice(self, request: FinalizeInvoice) -> InvoiceOutcome:
+        outcome = await super().finalize_invoice(request)
+        await self._stall()  # committed, the result not yet reported
+        return outcome
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before its commit", "after its commit"])
+async def test_worker_killed_while_closing_a_period(billing: Billing, after_commit: bool) -> None:
+    """The worker's task is cancelled with finalize_invoice in flight, its transaction open or already
+    committed; a fresh worker on the task queue finishes the close. (A SIGKILLed process reports nothing,
+    so the server retries after the activity's 60 s start-to-close timeout; the time-skipping server cannot
+    skip that while the attempt is outstanding, so the kill here is in-process. The database sees the same:
+    a transaction that never committed, or one that did with its result lost.)"""
+    stalls = Stalls(billing.engine, GRACE, after_commit)
+    # No workflow cache, so no sticky queue: a real server moves a dead worker's sticky workflow tasks back
+    # to the task queue after a timeout, the time-skipping test server never does.
+    doomed = worker_with(billing, stalls, max_cached_workflows=0)
+    running = asyncio.create_task(doomed.run())
+    sub, clock = await quickstart(billing)
+    await billing.activate(sub)
+    await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=2500)
+    advance = asyncio.create_task(billing.advance(clock, PERIOD_ENDS[0] + GRACE))
+    await asyncio.wait_for(stalls.reached.wait(), 15)
+
+    running.cancel()  # the worker goes away with finalize_invoice in flight
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not advance.done()
+    async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
+        await asyncio.wait_for(advance, 30)
+        await assert_one_invoice_per_period(
+            billing, sub["id"], [(0, "PAID", D("49.00")), (1, "ISSUED", D("51.50")), (2, "ACTIVE", D(0))]
+        )
+        # The new worker carries on: the next period closes as usual.
+        await billing.advance(clock, PERIOD_ENDS[1] + GRACE)
+    await assert_one_invoice_per_period(
+        billing,
+        sub["id"],
+        [(0, "PAID", D("49.00")), (1, "ISSUED", D("51.50")), (2, "ISSUED", D("49.00")), (3, "ACTIVE", D(0))],
+    )
+
+
+# ---- duplicate creates ----------------------------------------------------------------------------------
+
+
+async def test_concurrent_duplicate_creates_give_one_subscription(billing: Billing) -> None:
+    product = await billing.product()
+    fee = await billing.fee(product)
+    price = await billing.price(
+        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
+        properties={"unitPrice": "49.00"},
+    )  # fmt: skip
+    plan = await billing.plan(product, [price])
+    customer = await billing.customer()
+    clock = await billing.clock(START)  # nothing of this test may fire later on the session's server
+    body = {
+        "name": "Acme - Pro",
+        "planId": plan,
+        "customerId": customer,
+        "startedAt": START.isoformat(),
+        "testClockId": clock,
+    }
+    async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
+        answers = await asyncio.gather(*(billing.http.post("/v0/subscriptions", json=body) for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
+        ids = {a.json()["id"] for a in answers}
+        assert len(ids) == 1
+        [sub_id] = ids
+        description = await billing.handle(sub_id).describe()
+        history = await billing.handle(sub_id).fetch_history()
+    started = [e for e in history.events if e.HasField("workflow_execution_started_event_attributes")]
+    assert len(started) == 1
+    # The only run there has been: no second start, no restart after a completion.
+    assert description.run_id == description.raw_description.workflow_execution_info.first_run_id
+    async with session_factory(billing.engine)() as session:
+        counts = [
+            await session.scalar(select(func.count()).where(model.subscription_id == sub_id))
+            for model in (Invoice, PaymentSession)
+        ]
+        subscriptions = await session.scalar(
+            select(func.count()).where(Subscription.customer_id == customer, Subscription.plan_id == plan)
+        )
+        lines = await session.scalar(select(func.count()).where(LineItem.subscription_id == sub_id))
+    assert (subscriptions, counts, lines) == (1, [1, 1], 1)
+    assert len(await billing.outbox("subscription.created.v0")) == 1

@@ -1,0 +1,153 @@
+"""Replay: SubscriptionWorkflow must replay the histories it recorded earlier (tests/workflows/histories),
+so a change to the workflow that would break running subscriptions fails here, not in production.
+
+Re-record after an intended, versioned change to the workflow (docs/operations.md, "Replay histories"):
+
+    ACCRUE_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from db.merchants import NewMerchant
+from settings import Settings
+from tests.workflows.billing_harness import GRACE, Billing, billing_stack
+from workflows.subscription import SubscriptionWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
+START = datetime(2028, 1, 31, tzinfo=UTC)
+FEB29, MAR31 = datetime(2028, 2, 29, tzinfo=UTC), datetime(2028, 3, 31, tzinfo=UTC)
+
+
+@pytest.fixture
+async def billing(
+    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
+) -> AsyncIterator[Billing]:
+    async for stack in billing_stack(workflow_env, engine, settings, merchant):
+        yield stack
+
+
+async def quickstart(billing: Billing, **subscription: object) -> tuple[dict[str, object], str]:
+    product = await billing.product()
+    tokens = await billing.metric(product, "llm.tokens")
+    fee = await billing.fee(product)
+    platform = await billing.price(
+        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
+        properties={"unitPrice": "49.00"},
+    )  # fmt: skip
+    usage = await billing.price(
+        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
+        properties={"unitPrice": "0.001"},
+    )  # fmt: skip
+    plan = await billing.plan(product, [platform, usage])
+    clock = await billing.clock(START)
+    sub = await billing.subscribe(plan, await billing.customer(), START, testClockId=clock, **subscription)
+    return sub, clock
+
+
+async def paid_two_periods(billing: Billing) -> str:
+    sub, clock = await quickstart(billing)
+    await billing.activate(sub)
+    await billing.event(str(sub["customerId"]), "llm.tokens", START + timedelta(days=1), value=1200)
+    await billing.advance(clock, FEB29 + GRACE)
+    await billing.event(str(sub["customerId"]), "llm.tokens", FEB29 + timedelta(days=3), value=800)
+    await billing.advance(clock, MAR31 + GRACE)
+    return str(sub["id"])
+
+
+async def terminated(billing: Billing) -> str:
+    sub, clock = await quickstart(billing)
+    await billing.activate(sub)
+    await billing.event(str(sub["customerId"]), "llm.tokens", START + timedelta(days=1), value=500)
+    await billing.advance(clock, START + timedelta(days=10))
+    await billing.post(f"/v0/subscriptions/{sub['id']}/termination", {"reason": "Recorded"}, 200)
+    await billing.advance(clock, START + timedelta(days=10) + GRACE)
+    await billing.handle(str(sub["id"])).result()
+    return str(sub["id"])
+
+
+async def expired(billing: Billing) -> str:
+    sub, clock = await quickstart(billing, sessionExpiryMinutes=30)
+    await billing.pay(sub, succeed=False)
+    await billing.advance(clock, START + timedelta(minutes=31))
+    await billing.handle(str(sub["id"])).result()
+    return str(sub["id"])
+
+
+SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
+    "paid-two-periods": paid_two_periods,
+    "terminated": terminated,
+    "expired": expired,
+}
+
+
+async def run_chain(billing: Billing, subscription_id: str) -> list[WorkflowHistory]:
+    """Every run of the subscription's workflow, first to last (it continues as new each period)."""
+    client = billing.env.client
+    run_id = (await billing.handle(subscription_id).describe()).run_id
+    chain = []
+    while run_id:
+        handle = client.get_workflow_handle(f"subscription-{subscription_id}", run_id=run_id)
+        history = await handle.fetch_history()
+        chain.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id
+    return chain[::-1]
+
+
+async def replay(histories: list[WorkflowHistory]) -> None:
+    """Fails on any nondeterminism (and on a workflow task that fails while replaying)."""
+    replayer = Replayer(workflows=[SubscriptionWorkflow], data_converter=pydantic_data_converter)
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            raise AssertionError(f"{history.workflow_id} does not replay") from result.replay_failure
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_fresh_histories_replay(billing: Billing, scenario: str) -> None:
+    """Runs the scenario, replays what it recorded, and with ACCRUE_RECORD_HISTORIES=1 stores it."""
+    chain = await run_chain(billing, await SCENARIOS[scenario](billing))
+    assert len(chain) >= (3 if scenario == "paid-two-periods" else 1)
+    await replay(chain)
+    if RECORD:
+        save(scenario, chain)
+
+
+def save(scenario: str, chain: list[WorkflowHistory]) -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    for stale in HISTORIES.glob(f"{scenario}-*.json"):
+        stale.unlink()
+    for n, history in enumerate(chain, 1):
+        (HISTORIES / f"{scenario}-{n}.json").write_text(history.to_json() + "\n")
+
+
+def recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(f"subscription-{path.stem}", path.read_text())
+
+
+def test_every_scenario_has_recorded_histories() -> None:
+    assert {path.stem.rsplit("-", 1)[0] for path in recorded()} == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("path", recorded(), ids=lambda path: path.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    history = load(path)
+    assert any(e.HasField("workflow_execution_started_event_attributes") for e in history.events)
+    await replay([history])
