@@ -184,6 +184,10 @@ async def terminate_subscription(
             raise conflict(f"Subscription {id} is already terminated") from None
         raise invalid("reason", str(cause)) from None
     except RPCError as exc:
+        # A concurrent termination may have finished the workflow between our read and the update.
+        ctx.session.expire_all()
+        if (await ctx.owned(Subscription, id, "Subscription")).status == "terminated":
+            raise conflict(f"Subscription {id} is already terminated") from None
         raise ApiError(503, f"Could not reach the subscription's workflow ({exc}); retry") from None
     ctx.session.expire_all()
     return await view(ctx, request, await ctx.owned(Subscription, id, "Subscription"))
