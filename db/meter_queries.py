@@ -28,7 +28,7 @@ _DECIMAL_TEXT = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 
 def _number(column: str) -> str:
     return (
-        f"CASE jsonb_typeof({column}) WHEN 'number' THEN ({column} #>> '{{}}')::numeric "
+        f"CASE jsonb_typeof({column}) WHEN 'number' THEN ({column})::numeric "
         f"WHEN 'string' THEN CASE WHEN ({column} #>> '{{}}') ~ '{_DECIMAL_TEXT}' "
         f"THEN ({column} #>> '{{}}')::numeric END END"
     )
@@ -190,6 +190,9 @@ async def meter_usage(
     `window` is a key of WINDOW_UNITS; `group_by` pairs a dimension name with its JSONPath.
     """
     source, params = _source(where, value_property, value_property, [path for _, path in group_by])
+    if window is None and not group_by:
+        total = await session.scalar(text(f"SELECT {_AGGREGATES[aggregation]} FROM ({source}) s"), params)
+        return Usage(_plain(Decimal(total or 0)), [], [])
     keys = [f"g{i}" for i in range(len(group_by))]
     sets = ["()"]
     select_cols = []

@@ -140,7 +140,10 @@ class SubscriptionWorkflow:
                 SubscriptionState,
                 "load state",
             )
-        self._publish()
+            self._publish()
+        elif not workflow.patched("continued-runs-inherit-search-attributes"):
+            # Runs recorded before this change re-upserted the unchanged attributes after continue-as-new.
+            self._publish()
         while True:
             await self._apply_payments()
             async with self.lock:
