@@ -300,9 +300,10 @@ async def ingest_batch(request: Request) -> JSONResponse:
             "events", f"must hold 1 to {MAX_BATCH} events, got {count}; split larger batches", code="size"
         )
     valid: list[tuple[int, IngestEvent]] = []
+    has_nul = _NUL in raw
     for index, event in parsed:
         try:
-            if _NUL in raw:
+            if has_nul:
                 _check_nul(event)
             _subject(event)
             _check_namespace(caller, event.namespace)
