@@ -17,7 +17,7 @@ from db import outbox
 from db.billing import load_context, period_charges, write_invoice
 from db.models import Invoice, LineItem, PaymentSession, Subscription, TestClock
 from db.session import session_factory
-from db.subscriptions import invoice_number, invoice_snapshot, snapshot
+from db.subscriptions import invoice_number, invoice_snapshot, open_checkout, snapshot
 from domain.durations import parse_duration
 from domain.ids import new_id
 from domain.periods import period_bounds
@@ -38,6 +38,7 @@ from workflows.subscription_messages import (
     Terminated,
 )
 
+PERIOD_INVOICE_CHECKOUT = timedelta(days=30)  # how long a period invoice's checkout stays payable
 FINALIZED = ("DRAFT", "ISSUED", "PAYMENT_FAILED", "PAID", "CANCELLED", "WRITTEN_OFF")
 
 
@@ -222,20 +223,7 @@ class SubscriptionActivities:
             # The sandbox provider charges a stored method at once; a zero invoice has nothing to collect.
             self._paid(session, sub, invoice, at)
             return
-        payment = PaymentSession(
-            id=new_id("payment_session"),
-            merchant_id=sub.merchant_id,
-            environment=sub.environment,
-            subscription_id=sub.id,
-            invoice_id=invoice.id,
-            status="open",
-            amount=totals.grand_total,
-            currency=invoice.currency,
-            expires_at=at + timedelta(days=30),
-            redirect_urls=sub.redirect_urls,
-        )
-        session.add(payment)
-        invoice.payment_session_id = payment.id
+        open_checkout(session, sub, invoice, at + PERIOD_INVOICE_CHECKOUT)
 
     def _paid(self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime) -> None:
         _transition(invoice, "PAID", at)

@@ -57,6 +57,24 @@ def invoice_snapshot(invoice: Invoice) -> dict[str, Any]:
     }
 
 
+def open_checkout(session: AsyncSession, sub: Subscription, invoice: Invoice, expires_at: datetime) -> None:
+    """The sandbox provider's checkout for an issued invoice's grand total, linked from the invoice."""
+    payment = PaymentSession(
+        id=new_id("payment_session"),
+        merchant_id=sub.merchant_id,
+        environment=sub.environment,
+        subscription_id=sub.id,
+        invoice_id=invoice.id,
+        status="open",
+        amount=invoice.grand_total,
+        currency=invoice.currency,
+        expires_at=expires_at,
+        redirect_urls=sub.redirect_urls,
+    )
+    session.add(payment)
+    invoice.payment_session_id = payment.id
+
+
 async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> Subscription:
     """Insert the subscription, Invoice 0 and (when something is due) its payment session; not committed."""
     anchor = truncate_to_hour(new.started_at)
@@ -121,20 +139,7 @@ async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> 
         )
     else:
         invoice0.status = "ISSUED"
-        payment = PaymentSession(
-            id=new_id("payment_session"),
-            merchant_id=sub.merchant_id,
-            environment=sub.environment,
-            subscription_id=sub.id,
-            invoice_id=invoice0.id,
-            status="open",
-            amount=totals.grand_total,
-            currency=sub.currency,
-            expires_at=now + timedelta(minutes=sub.session_expiry_minutes),
-            redirect_urls=sub.redirect_urls,
-        )
-        session.add(payment)
-        invoice0.payment_session_id = payment.id
+        open_checkout(session, sub, invoice0, now + timedelta(minutes=sub.session_expiry_minutes))
         outbox.record(
             session, sub.merchant_id, sub.environment, "invoice.issued.v0", invoice_snapshot(invoice0)
         )

@@ -130,6 +130,22 @@ class Billing:
         } | extra
         return str((await self.post("/v0/plans", body))["id"])
 
+    async def quickstart_catalog(self, **plan_extra: Any) -> tuple[str, str]:
+        """Seed 002: a $49 monthly platform fee in advance (Invoice 0) and tokens at $0.001 in arrears
+        (event type `llm.tokens`, SUM of `$.value`). Returns (plan id, tokens metric id)."""
+        product = await self.product()
+        tokens = await self.metric(product, "llm.tokens")
+        fee = await self.fee(product)
+        platform = await self.price(
+            feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
+            properties={"unitPrice": "49.00"},
+        )  # fmt: skip
+        usage = await self.price(
+            billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
+            properties={"unitPrice": "0.001"},
+        )  # fmt: skip
+        return await self.plan(product, [platform, usage], **plan_extra), tokens
+
     async def customer(self, email: str | None = None, **extra: Any) -> str:
         body = {
             "merchantId": self.merchant.merchant_id,

@@ -38,18 +38,8 @@ async def billing(
 
 async def fee_plan(billing: Billing) -> str:
     """$49 platform fee in advance (Invoice 0) and tokens at $0.001 in arrears."""
-    product = await billing.product()
-    tokens = await billing.metric(product, "llm.tokens")
-    fee = await billing.fee(product)
-    platform = await billing.price(
-        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
-        properties={"unitPrice": "49.00"},
-    )  # fmt: skip
-    usage = await billing.price(
-        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
-        properties={"unitPrice": "0.001"},
-    )  # fmt: skip
-    return await billing.plan(product, [platform, usage])
+    plan, _ = await billing.quickstart_catalog()
+    return plan
 
 
 async def pending(billing: Billing, **extra: Any) -> tuple[dict[str, Any], str]:

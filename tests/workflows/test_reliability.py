@@ -66,18 +66,7 @@ def worker_with(billing: Billing, activities: SubscriptionActivities, **options:
 
 async def quickstart(billing: Billing, **subscription: Any) -> tuple[dict[str, Any], str]:
     """Seed 002 on a test clock: $49 a month in advance, tokens at $0.001 in arrears."""
-    product = await billing.product()
-    tokens = await billing.metric(product, "llm.tokens")
-    fee = await billing.fee(product)
-    platform = await billing.price(
-        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
-        properties={"unitPrice": "49.00"},
-    )  # fmt: skip
-    usage = await billing.price(
-        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
-        properties={"unitPrice": "0.001"},
-    )  # fmt: skip
-    plan = await billing.plan(product, [platform, usage])
+    plan, _ = await billing.quickstart_catalog()
     customer = await billing.customer()
     clock = await billing.clock(START)
     sub = await billing.subscribe(plan, customer, START, testClockId=clock, **subscription)

@@ -40,18 +40,7 @@ async def billing(
 
 
 async def quickstart(billing: Billing, **subscription: object) -> tuple[dict[str, object], str]:
-    product = await billing.product()
-    tokens = await billing.metric(product, "llm.tokens")
-    fee = await billing.fee(product)
-    platform = await billing.price(
-        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
-        properties={"unitPrice": "49.00"},
-    )  # fmt: skip
-    usage = await billing.price(
-        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
-        properties={"unitPrice": "0.001"},
-    )  # fmt: skip
-    plan = await billing.plan(product, [platform, usage])
+    plan, _ = await billing.quickstart_catalog()
     clock = await billing.clock(START)
     sub = await billing.subscribe(plan, await billing.customer(), START, testClockId=clock, **subscription)
     return sub, clock

@@ -29,18 +29,8 @@ async def billing(
 
 async def quickstart_plan(billing: Billing) -> tuple[str, str]:
     """Seed 002: a $49 monthly platform fee paid in advance and tokens at $0.001 in arrears."""
-    product = await billing.product()
-    tokens = await billing.metric(product, "llm.tokens")
-    fee = await billing.fee(product)
-    platform = await billing.price(
-        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
-        properties={"unitPrice": "49.00"},
-    )  # fmt: skip
-    usage = await billing.price(
-        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
-        properties={"unitPrice": "0.001"},
-    )  # fmt: skip
-    return await billing.plan(product, [platform, usage]), "llm.tokens"
+    plan, _ = await billing.quickstart_catalog()
+    return plan, "llm.tokens"
 
 
 async def test_invoice0_paid_then_first_period_invoiced(billing: Billing) -> None:

@@ -591,18 +591,7 @@ async def test_taxes_on_invoice0_and_period_invoices(
     lines: list[tuple[str, D, D]],
     totals: tuple[D, D, D],
 ) -> None:
-    product = await billing.product()
-    tokens = await billing.metric(product, "llm.tokens")
-    fee = await billing.fee(product)
-    platform = await billing.price(
-        feeId=fee, paymentTerm="in_advance", billingCadence="P1M", invoiceDisplayName="Platform fee",
-        properties={"unitPrice": "49.00"},
-    )  # fmt: skip
-    usage = await billing.price(
-        billableMetricId=tokens, model="standard", paymentTerm="in_arrears", invoiceDisplayName="Tokens",
-        properties={"unitPrice": "0.001"},
-    )  # fmt: skip
-    plan = await billing.plan(product, [platform, usage], **plan_tax)
+    plan, tokens = await billing.quickstart_catalog(**plan_tax)
     keys = {"metric": tokens, "plan": plan, "default": "default"}
     extra: dict[str, Any] = {"taxRates": {keys[k]: v for k, v in rates.items()}} if rates else {}
     customer = await billing.customer(**extra)
