@@ -93,3 +93,9 @@ def changes(body: BaseModel, nullable: frozenset[str] = frozenset()) -> dict[str
             raise invalid(to_camel(name), "cannot be null; omit the field to leave it unchanged")
         out[name] = value
     return out
+
+
+def contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match of `text` in `column`, with LIKE's wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")

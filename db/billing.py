@@ -171,8 +171,19 @@ def clamp_price(text: str | None, properties: dict[str, Any]) -> Decimal:
     return min(max(reported, low), high)
 
 
-def _rates(customer: Customer) -> dict[str, Decimal] | None:
-    return {k: Decimal(str(v)) for k, v in customer.tax_rates.items()} if customer.tax_rates else None
+def tax_rate(
+    subscription: Subscription, plan: Plan, customer: Customer, metric_id: str | None, fee_id: str | None
+) -> Decimal:
+    """The tax percent for a line of this subscription (precedence in domain.tax.effective_rate)."""
+    rates = {k: Decimal(str(v)) for k, v in customer.tax_rates.items()} if customer.tax_rates else None
+    return tax.effective_rate(
+        tax_exempt=subscription.tax_exempt,
+        customer_rates=rates,
+        metric_id=metric_id,
+        fee_id=fee_id,
+        plan_id=plan.id,
+        plan_default_rate=plan.default_tax_rate,
+    )
 
 
 async def period_charges(session: AsyncSession, ctx: BillingContext, invoice: Invoice) -> list[Charge]:
@@ -208,17 +219,9 @@ def price_lines(
 ) -> invoice_math.InvoiceTotals:
     """Tax and round the charges and the manual lines, in that order (D13: totals are sums of lines)."""
     sub, plan = ctx.subscription, ctx.plan
-    customer_rates = _rates(ctx.customer)
 
     def rate(metric_id: str | None, fee_id: str | None) -> Decimal:
-        return tax.effective_rate(
-            tax_exempt=sub.tax_exempt,
-            customer_rates=customer_rates,
-            metric_id=metric_id,
-            fee_id=fee_id,
-            plan_id=plan.id,
-            plan_default_rate=plan.default_tax_rate,
-        )
+        return tax_rate(sub, plan, ctx.customer, metric_id, fee_id)
 
     inputs = [
         invoice_math.LineInput(

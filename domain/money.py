@@ -77,6 +77,11 @@ def from_nanos(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-MAX_FRACTION_DIGITS, context=_EXACT)
 
 
+def format_money(amount: Decimal, currency: str) -> str:
+    """An amount as the API shows money: rounded to the currency's minor unit, as a plain string."""
+    return format_amount(round_money(amount, currency))
+
+
 def format_amount(amount: Decimal) -> str:
     """A decimal as a plain string, never in exponent form."""
     return format(_unsigned_zero(amount), "f")

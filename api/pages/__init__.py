@@ -12,7 +12,7 @@ from html import escape
 
 from fastapi.responses import HTMLResponse
 
-from domain.money import format_amount, round_money
+from domain.money import format_money
 
 # No scripts, no external loads; inline styles only. Framing stays allowed: checkouts may be embedded.
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
@@ -62,7 +62,7 @@ def e(value: object) -> str:
 
 
 def money(amount: Decimal, currency: str) -> str:
-    return f"{format_amount(round_money(amount, currency))} {currency}"
+    return f"{format_money(amount, currency)} {currency}"
 
 
 def day(moment: datetime) -> str:

@@ -28,7 +28,7 @@ from api.schemas.customers import (
     ValidTaxAddress,
     store_rates,
 )
-from api.wire import ListResponse, changes, list_envelope
+from api.wire import ListResponse, changes, contains, list_envelope
 from db.models import BillableMetric, Customer, Organization, Plan
 from domain.ids import new_id
 
@@ -114,9 +114,9 @@ async def list_customers(
     ctx.caller.require_merchant(organization_id, field="organizationId")
     query = ctx.scoped(Customer).join(Organization, Organization.id == Customer.consumer_id)
     if name is not None:
-        query = query.where(Organization.name.ilike(contains(name), escape="\\"))
+        query = query.where(contains(Organization.name, name))
     if email is not None:
-        query = query.where(Organization.email.ilike(contains(email), escape="\\"))
+        query = query.where(contains(Organization.email, email))
     if external_id is not None:
         query = query.where(Customer.external_id == external_id)
     rows, total = await ctx.page(query, page, Customer.created_at, Customer.id)
@@ -259,8 +259,3 @@ async def consumers_of(session: AsyncSession, rows: list[Customer]) -> dict[str,
 
 def external_id_taken(external_id: str | None) -> ApiError:
     return conflict(f"externalId {external_id!r} is already used by another customer of this merchant")
-
-
-def contains(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"

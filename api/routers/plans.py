@@ -11,11 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
 from api.errors import conflict, invalid, not_found
-from api.routers.customers import contains
 from api.routers.prices import load_links
 from api.schemas.plans import PlanCreate, PlanOut, PlanUpdate, cadence_of, check_links, check_price_ids
 from api.schemas.prices import LinkedPrice, Problems
-from api.wire import ListResponse, changes, list_envelope
+from api.wire import ListResponse, changes, contains, list_envelope
 from db.models import Customer, Plan, PlanPrice, Price, Product, Subscription
 from domain.ids import new_id
 
@@ -155,7 +154,7 @@ async def list_available_plans(
     if product_id is not None:
         query = query.where(Plan.product_id == product_id)
     if search:
-        query = query.where(Plan.name.ilike(contains(search), escape="\\"))
+        query = query.where(contains(Plan.name, search))
     rows, total = await ctx.page(query, page, Plan.created_at, Plan.id)
     return list_envelope(await views(ctx, rows), page, total)
 

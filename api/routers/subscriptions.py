@@ -4,7 +4,6 @@ workflow; every later transition goes through that workflow."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -24,8 +23,8 @@ from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
 from api.schemas.subscriptions import SubscriptionCreate, SubscriptionOut, TerminateBody, customer_of
 from api.wire import ListResponse, list_envelope
 from db import subscriptions as records
+from db.billing import tax_rate
 from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock, User
-from domain import tax
 from domain.ids import new_id
 from domain.money import parse_decimal
 from workflows.ids import subscription_workflow_id
@@ -207,15 +206,7 @@ async def view(
     )
     customer = await ctx.session.get_one(Customer, sub.customer_id)
     plan = await ctx.session.get_one(Plan, sub.plan_id)
-    rates = {k: Decimal(str(v)) for k, v in (customer.tax_rates or {}).items()} or None
-    rate = tax.effective_rate(
-        tax_exempt=sub.tax_exempt,
-        customer_rates=rates,
-        metric_id=None,
-        fee_id=None,
-        plan_id=plan.id,
-        plan_default_rate=plan.default_tax_rate,
-    )
+    rate = tax_rate(sub, plan, customer, None, None)
     embedded = None
     if include_customer:
         consumer = await ctx.session.get_one(Organization, customer.consumer_id)

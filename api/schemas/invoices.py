@@ -11,7 +11,7 @@ from pydantic.functional_serializers import SerializerFunctionWrapHandler
 from api.wire import Id, Name, Timestamp, UtcDatetime, WireModel
 from db.invoice_totals import Totals
 from db.models import BillableMetric, Fee, Invoice, LineItem
-from domain.money import format_amount, round_money
+from domain.money import format_amount, format_money, round_money
 
 InvoiceStatus = Literal[
     "ACTIVE",
@@ -30,11 +30,6 @@ InvoiceStatus = Literal[
 OWING_STATUSES = frozenset({"ISSUED", "PAYMENT_FAILED"})
 
 _WIDE = Context(prec=80)
-
-
-def money(amount: Decimal, currency: str) -> str:
-    """An invoice amount: rounded to the currency's minor unit ("12.50", JPY "1235")."""
-    return format_amount(round_money(amount, currency))
 
 
 def exact(amount: Decimal, currency: str) -> str:
@@ -187,11 +182,11 @@ class InvoiceOut(WireModel):
             status=row.status,
             auto_approve=row.auto_approve,
             item_count=totals.item_count,
-            subtotal=money(totals.subtotal, currency),
-            total_tax=money(totals.total_tax, currency),
+            subtotal=format_money(totals.subtotal, currency),
+            total_tax=format_money(totals.total_tax, currency),
             grand_total=format_amount(grand_total),
             paid_amount=format_amount(paid),
-            unpaid_amount=money(unpaid, currency),
+            unpaid_amount=format_money(unpaid, currency),
             invoice_number=row.invoice_number,
             issued_at=row.issued_at,
             paid_at=row.paid_at,

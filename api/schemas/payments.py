@@ -4,7 +4,7 @@ from typing import Literal
 
 from api.wire import Timestamp, WireModel
 from db.models import PaymentSession
-from domain.money import format_amount, round_money
+from domain.money import format_money
 
 
 class PaymentSessionOut(WireModel):
@@ -26,7 +26,7 @@ class PaymentSessionOut(WireModel):
             status=status,
             invoice_id=row.invoice_id,
             subscription_id=row.subscription_id,
-            amount=format_amount(round_money(row.amount, row.currency)),
+            amount=format_money(row.amount, row.currency),
             currency=row.currency,
             expires_at=row.expires_at,
         )

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, Strict, StrictBool, StrictInt, Strin
 from api.schemas.customers import ConsumerIn, Percent
 from api.wire import Id, MoneyStr, Name, Timestamp, UtcDatetime, WireModel
 from db.models import Customer, Invoice, Organization, PaymentSession, Subscription
-from domain.money import format_amount, parse_decimal, round_money, to_nanos
+from domain.money import format_money, parse_decimal, to_nanos
 
 Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -162,15 +162,11 @@ class SubscriptionOut(WireModel):
         )
 
 
-def money(amount: Decimal, currency: str) -> str:
-    return format_amount(round_money(amount, currency))
-
-
 def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_url: str) -> Payment | None:
     """`payment` from Invoice 0: paid, or pending with its checkout; nothing once cancelled."""
     if invoice0 is None:
         return None
-    amount = money(invoice0.grand_total, invoice0.currency)
+    amount = format_money(invoice0.grand_total, invoice0.currency)
     if invoice0.status == "PAID":
         return Payment(status="paid", invoice_id=invoice0.id, amount=amount)
     if invoice0.status in ("ISSUED", "PAYMENT_FAILED") and session is not None:
@@ -178,7 +174,9 @@ def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_ur
             status="pending",
             invoice_id=invoice0.id,
             amount=amount,
-            breakdown=Breakdown(upfront_charges=amount, wallet_charge=money(Decimal(0), invoice0.currency)),
+            breakdown=Breakdown(
+                upfront_charges=amount, wallet_charge=format_money(Decimal(0), invoice0.currency)
+            ),
             checkout_url=f"{base_url}/checkout/{session.id}",
             payment_session_id=session.id,
         )

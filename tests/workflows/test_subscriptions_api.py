@@ -26,31 +26,12 @@ from db.merchants import NewMerchant
 from db.models import Invoice, PaymentSession, Subscription
 from db.session import session_factory
 from settings import Settings
+from tests.api.test_subscriptions import REQUIRED_0134, REQUIRED_063
 from tests.helpers import assert_error, sdk063_python
 from tests.workflows.billing_harness import Billing, billing_stack
 from tests.workflows.conftest import time_skipping_server
 
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
-REQUIRED_0134 = {
-    "id",
-    "object",
-    "createdAt",
-    "customerId",
-    "name",
-    "planId",
-    "startedAt",
-    "status",
-    "updatedAt",
-}
-REQUIRED_063 = {
-    "merchantId",
-    "versionPolicy",
-    "elapsedPeriodBilling",
-    "billingStartsAt",
-    "billingAnchor",
-    "billingCadence",
-    "paymentTermDays",
-}
 
 
 @pytest.fixture(scope="module")
