@@ -15,13 +15,14 @@ from temporalio.exceptions import ApplicationError
 
 from db import outbox
 from db.billing import load_context, period_charges, write_invoice
-from db.models import Invoice, LineItem, PaymentSession, Subscription, TestClock
+from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
 from db.session import session_factory
 from db.subscriptions import invoice_number, invoice_snapshot, open_checkout, snapshot
 from domain.durations import parse_duration
 from domain.ids import new_id
 from domain.periods import period_bounds
 from workflows.subscription_messages import (
+    WORKFLOW_VERSION,
     ClosePeriod,
     ExpireActivation,
     FinalizeInvoice,
@@ -62,6 +63,51 @@ class SubscriptionActivities:
                 f"subscription {subscription_id} not found", type="NotFound", non_retryable=True
             )
         return sub
+
+    async def _period(
+        self, session: AsyncSession, subscription_id: str, sequence_number: int
+    ) -> tuple[Subscription, Invoice]:
+        """The subscription and its invoice for the period, both locked, with the plan and customer that
+        price it loaded alongside (session.get finds them in the identity map): one round trip."""
+        row = (
+            await session.execute(
+                select(Subscription, Invoice, Plan, Customer)
+                .join(Invoice, Invoice.subscription_id == Subscription.id)
+                .join(Plan, Plan.id == Subscription.plan_id)
+                .join(Customer, Customer.id == Subscription.customer_id)
+                .where(Subscription.id == subscription_id, Invoice.sequence_number == sequence_number)
+                .with_for_update(of=[Subscription, Invoice])
+            )
+        ).first()
+        if row is None:
+            await self._subscription(session, subscription_id)
+            raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
+        sub, invoice, _, _ = row
+        return sub, invoice
+
+    async def _opening(
+        self, session: AsyncSession, subscription_id: str, sequence_number: int
+    ) -> tuple[Subscription, Invoice | None]:
+        """The subscription, locked, and its invoice for the period if it was opened already. The lock on
+        the subscription serializes every attempt to open a period, so the invoice needs none."""
+        row = (
+            await session.execute(
+                select(Subscription, Invoice)
+                .outerjoin(
+                    Invoice,
+                    (Invoice.subscription_id == Subscription.id)
+                    & (Invoice.sequence_number == sequence_number),
+                )
+                .where(Subscription.id == subscription_id)
+                .with_for_update(of=Subscription)
+            )
+        ).first()
+        if row is None:
+            raise ApplicationError(
+                f"subscription {subscription_id} not found", type="NotFound", non_retryable=True
+            )
+        sub, invoice = row
+        return sub, invoice
 
     async def _invoice(
         self, session: AsyncSession, subscription_id: str, sequence_number: int
@@ -107,14 +153,14 @@ class SubscriptionActivities:
                     for i in invoices
                     if i.status in ("CLOSING", "CLOSED", "CALCULATING")
                 ],
+                workflow_version=WORKFLOW_VERSION,
             )
 
     @activity.defn(name="open_period")
     async def open_period(self, request: OpenPeriod) -> PeriodInfo:
         """Invoice n goes ACTIVE for service period n; a period reaching endingAt is the final one."""
         async with self.sessions() as session:
-            sub = await self._subscription(session, request.subscription_id)
-            invoice = await self._invoice(session, sub.id, request.sequence_number)
+            sub, invoice = await self._opening(session, request.subscription_id, request.sequence_number)
             if invoice is None:
                 start, end = period_bounds(
                     sub.billing_anchor, parse_duration(sub.billing_cadence), request.sequence_number - 1
@@ -165,10 +211,7 @@ class SubscriptionActivities:
     async def close_period(self, request: ClosePeriod) -> PeriodClosed:
         """ACTIVE → CLOSING at periodEnd; a final period (endingAt) also terminates the subscription (D12)."""
         async with self.sessions() as session:
-            sub = await self._subscription(session, request.subscription_id)
-            invoice = await self._invoice(session, sub.id, request.sequence_number)
-            if invoice is None:
-                raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
+            sub, invoice = await self._period(session, request.subscription_id, request.sequence_number)
             if invoice.status == "ACTIVE":
                 _transition(invoice, "CLOSING", invoice.period_end)
             terminated = False
@@ -193,10 +236,7 @@ class SubscriptionActivities:
         of it or finds the invoice already past DRAFT and returns it unchanged.
         """
         async with self.sessions() as session:
-            sub = await self._subscription(session, request.subscription_id)
-            invoice = await self._invoice(session, sub.id, request.sequence_number)
-            if invoice is None:
-                raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
+            sub, invoice = await self._period(session, request.subscription_id, request.sequence_number)
             if invoice.status not in FINALIZED:
                 await self._calculate(session, sub, invoice, request.at)
                 await session.commit()

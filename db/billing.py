@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.meter_queries import period_records
@@ -252,13 +252,11 @@ def price_lines(
 async def write_invoice(
     session: AsyncSession, ctx: BillingContext, invoice: Invoice, charges: list[Charge], at: datetime
 ) -> invoice_math.InvoiceTotals:
-    """Replace the invoice's generated lines with `charges`, price manual lines alongside, store totals.
+    """Write `charges` as the invoice's generated lines, price manual lines alongside, store totals.
 
-    Idempotent: running it twice for the same invoice leaves the same lines and totals.
+    Runs once per invoice: at its creation (Invoice 0) or in the transaction that moves it past CALCULATING
+    (finalize_invoice, which checks the status under the row lock), so no generated lines exist before.
     """
-    await session.execute(
-        delete(LineItem).where(LineItem.invoice_id == invoice.id, LineItem.type != "manual")
-    )
     manual = await manual_lines(session, invoice)
     totals = price_lines(ctx, invoice, charges, manual)
     priced = totals.lines

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
     from workflows.subscription_messages import (
+        WORKFLOW_VERSION,
         ClockAdvance,
         ClockAdvanced,
         ClosePeriod,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 TIMEOUT = timedelta(seconds=60)
+INHERIT_SEARCH_ATTRIBUTES = "continued-runs-inherit-search-attributes"  # superseded by workflow_version 1
 
 
 @dataclass
@@ -141,8 +143,8 @@ class SubscriptionWorkflow:
                 "load state",
             )
             self._publish()
-        elif not workflow.patched("continued-runs-inherit-search-attributes"):
-            # Runs recorded before this change re-upserted the unchanged attributes after continue-as-new.
+        elif self.state.workflow_version < 1 and not workflow.patched(INHERIT_SEARCH_ATTRIBUTES):
+            # Runs recorded before version 1 re-upserted the unchanged attributes after continue-as-new.
             self._publish()
         while True:
             await self._apply_payments()
@@ -160,8 +162,10 @@ class SubscriptionWorkflow:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self.payments:
+                    state = self._state()
+                    state.workflow_version = WORKFLOW_VERSION
                     workflow.continue_as_new(
-                        SubscriptionInput(subscription_id=self._state().subscription_id, state=self.state)
+                        SubscriptionInput(subscription_id=state.subscription_id, state=state)
                     )
                 continue
             await self._wait(due)
@@ -230,23 +234,30 @@ class SubscriptionWorkflow:
             self.boundaries_crossed += 1
             if closed.terminated:
                 self._terminated(Terminated(terminated_at=due.at, closed=None))
+            elif closed.pending.grace_period_end <= self._now() and state.workflow_version >= 2:
+                # The clock already passed this invoice's grace window: the next period's invoice and this
+                # one touch different rows, so both activities go out in one workflow task.
+                await asyncio.gather(
+                    self._open(due.sequence_number + 1),
+                    self._finalize(Due(closed.pending.grace_period_end, "finalize", due.sequence_number)),
+                )
             else:
                 await self._open(due.sequence_number + 1)
         else:
-            outcome: InvoiceOutcome = await self._act(
-                "finalize_invoice",
-                FinalizeInvoice(
-                    subscription_id=state.subscription_id, sequence_number=due.sequence_number, at=due.at
-                ),
-                InvoiceOutcome,
-                f"finalize invoice {due.sequence_number}",
-            )
-            state.pending_closes = [
-                c for c in state.pending_closes if c.sequence_number != due.sequence_number
-            ]
-            workflow.logger.info(
-                "invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total
-            )
+            await self._finalize(due)
+
+    async def _finalize(self, due: Due) -> None:
+        state = self._state()
+        outcome: InvoiceOutcome = await self._act(
+            "finalize_invoice",
+            FinalizeInvoice(
+                subscription_id=state.subscription_id, sequence_number=due.sequence_number, at=due.at
+            ),
+            InvoiceOutcome,
+            f"finalize invoice {due.sequence_number}",
+        )
+        state.pending_closes = [c for c in state.pending_closes if c.sequence_number != due.sequence_number]
+        workflow.logger.info("invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total)
 
     async def _open(self, sequence_number: int) -> None:
         state = self._state()

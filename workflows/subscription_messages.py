@@ -20,6 +20,15 @@ class PendingClose(BaseModel):
     grace_period_end: datetime
 
 
+# The workflow behaviour a state was written for. A run decides versioned behaviour from the number its state
+# carries (recorded in its history as the load_subscription_state result or the continue-as-new input), so
+# old histories replay on their old path, and unlike workflow.patched it costs no marker or search-attribute
+# upsert in every run. Continue-as-new hands the current number on.
+#   1: continued runs inherit their search attributes instead of upserting them again
+#   2: the next period opens alongside the finalize of an invoice whose grace window already passed
+WORKFLOW_VERSION = 2
+
+
 class SubscriptionState(BaseModel):
     subscription_id: str
     merchant_id: str
@@ -36,6 +45,7 @@ class SubscriptionState(BaseModel):
     ending_at: datetime | None = None
     pending_closes: list[PendingClose] = []
     waiting_for: str = ""
+    workflow_version: int = 0  # absent in states written before versioning: see WORKFLOW_VERSION
 
 
 class PaymentCompleted(BaseModel):

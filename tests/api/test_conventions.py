@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -42,7 +44,7 @@ def test_oversized_body_is_413(client: httpx.Client, merchant: NewMerchant) -> N
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"offset": -1}, {"limit": "ten"}])
-def test_bad_paging_is_a_validation_error(client: httpx.Client, params: dict[str, object]) -> None:
+def test_bad_paging_is_a_validation_error(client: httpx.Client, params: dict[str, Any]) -> None:
     assert set(field_errors(client.get("/v0/products", params=params))) <= {"limit", "offset"}
 
 

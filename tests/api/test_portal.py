@@ -203,7 +203,8 @@ async def test_expires_in_out_of_bounds_is_400(
 
 async def test_body_is_optional(aclient: httpx.AsyncClient, factory: Factory) -> None:
     sub = await factory.subscription()
-    for kwargs in ({}, {"json": {}}, {"json": {"expiresIn": None}}, {"json": {"unknown": 1}}):
+    bodies: list[dict[str, Any]] = [{}, {"json": {}}, {"json": {"expiresIn": None}}, {"json": {"unknown": 1}}]
+    for kwargs in bodies:
         response = await aclient.post(f"/v0/subscriptions/{sub.id}/portal", **kwargs)
         assert response.status_code == 200, (kwargs, response.text)
         expires_at = datetime.fromisoformat(response.json()["expiresAt"])
