@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import outbox
-from db.billing import load_context, period_charges, write_invoice
+from db.billing import BillingContext, load_context, period_charges, write_invoice
 from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
 from db.session import session_factory
 from db.subscriptions import invoice_number, invoice_snapshot, open_checkout, snapshot
@@ -65,10 +65,10 @@ class SubscriptionActivities:
         return sub
 
     async def _period(
-        self, session: AsyncSession, subscription_id: str, sequence_number: int
-    ) -> tuple[Subscription, Invoice]:
-        """The subscription and its invoice for the period, both locked, with the plan and customer that
-        price it loaded alongside (session.get finds them in the identity map): one round trip."""
+        self, session: AsyncSession, subscription_id: str, sequence_number: int, *, lock_subscription: bool
+    ) -> tuple[Subscription, Invoice, Plan, Customer]:
+        """The invoice for the period, locked, its subscription (locked if asked), and the plan and customer
+        that price it: one round trip."""
         row = (
             await session.execute(
                 select(Subscription, Invoice, Plan, Customer)
@@ -76,14 +76,14 @@ class SubscriptionActivities:
                 .join(Plan, Plan.id == Subscription.plan_id)
                 .join(Customer, Customer.id == Subscription.customer_id)
                 .where(Subscription.id == subscription_id, Invoice.sequence_number == sequence_number)
-                .with_for_update(of=[Subscription, Invoice])
+                .with_for_update(of=[Subscription, Invoice] if lock_subscription else Invoice)
             )
         ).first()
         if row is None:
             await self._subscription(session, subscription_id)
             raise ApplicationError("no invoice for that period", type="NotFound", non_retryable=True)
-        sub, invoice, _, _ = row
-        return sub, invoice
+        sub, invoice, plan, customer = row
+        return sub, invoice, plan, customer
 
     async def _opening(
         self, session: AsyncSession, subscription_id: str, sequence_number: int
@@ -211,7 +211,9 @@ class SubscriptionActivities:
     async def close_period(self, request: ClosePeriod) -> PeriodClosed:
         """ACTIVE → CLOSING at periodEnd; a final period (endingAt) also terminates the subscription (D12)."""
         async with self.sessions() as session:
-            sub, invoice = await self._period(session, request.subscription_id, request.sequence_number)
+            sub, invoice, _, _ = await self._period(
+                session, request.subscription_id, request.sequence_number, lock_subscription=True
+            )
             if invoice.status == "ACTIVE":
                 _transition(invoice, "CLOSING", invoice.period_end)
             terminated = False
@@ -236,21 +238,26 @@ class SubscriptionActivities:
         of it or finds the invoice already past DRAFT and returns it unchanged.
         """
         async with self.sessions() as session:
-            sub, invoice = await self._period(session, request.subscription_id, request.sequence_number)
+            # Only the invoice is locked (manual lines lock it too): the subscription's next period opens
+            # meanwhile, and whatever changes the subscription itself runs in the workflow, one at a time.
+            sub, invoice, plan, customer = await self._period(
+                session, request.subscription_id, request.sequence_number, lock_subscription=False
+            )
             if invoice.status not in FINALIZED:
-                await self._calculate(session, sub, invoice, request.at)
+                ctx = await load_context(session, sub, plan, customer)
+                await self._calculate(session, ctx, invoice, request.at)
                 await session.commit()
             return InvoiceOutcome(
                 invoice_id=invoice.id, status=invoice.status, grand_total=str(invoice.grand_total)
             )
 
     async def _calculate(
-        self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime
+        self, session: AsyncSession, ctx: BillingContext, invoice: Invoice, at: datetime
     ) -> None:
+        sub = ctx.subscription
         for status in ("CLOSED", "CALCULATING"):
             if invoice.status != status:
                 _transition(invoice, status, at)
-        ctx = await load_context(session, sub)
         charges = await period_charges(session, ctx, invoice)
         totals = await write_invoice(session, ctx, invoice, charges, at)
         _transition(invoice, "DRAFT", at)

@@ -60,9 +60,17 @@ class BillingContext:
     prices: list[PlanPriceRow] = field(default_factory=list)
 
 
-async def load_context(session: AsyncSession, subscription: Subscription) -> BillingContext:
-    plan = await session.get_one(Plan, subscription.plan_id)
-    customer = await session.get_one(Customer, subscription.customer_id)
+async def load_context(
+    session: AsyncSession,
+    subscription: Subscription,
+    plan: Plan | None = None,
+    customer: Customer | None = None,
+) -> BillingContext:
+    """The subscription's plan, customer and plan prices; pass the plan and customer when already loaded."""
+    if plan is None:
+        plan = await session.get_one(Plan, subscription.plan_id)
+    if customer is None:
+        customer = await session.get_one(Customer, subscription.customer_id)
     rows = await session.execute(
         select(Price, BillableMetric, Fee)
         .join(PlanPrice, PlanPrice.price_id == Price.id)

@@ -124,7 +124,7 @@ async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> 
     )
     session.add(invoice0)
     await session.flush()
-    ctx = await load_context(session, sub)
+    ctx = await load_context(session, sub, new.plan, new.customer)
     totals = await write_invoice(
         session, ctx, invoice0, fee_charges(ctx, "in_advance", start, end, first_period=True), now
     )

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.health import HealthActivities
 from activities.subscription import SubscriptionActivities
+from db.billing import BillingContext
 from db.merchants import NewMerchant
 from db.models import Invoice, LineItem, PaymentSession, Subscription
 from db.session import session_factory
@@ -174,9 +175,9 @@ class Stalls(SubscriptionActivities):
         await asyncio.Event().wait()  # until cancelled by the worker's shutdown
 
     async def _calculate(
-        self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime
+        self, session: AsyncSession, ctx: BillingContext, invoice: Invoice, at: datetime
     ) -> None:
-        await super()._calculate(session, sub, invoice, at)
+        await super()._calculate(session, ctx, invoice, at)
         if not self.after_commit:
             await self._stall()  # lines written, invoice ISSUED, all uncommitted and row-locked
 
