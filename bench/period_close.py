@@ -17,7 +17,9 @@ Timed:
   ISSUED invoices.
 - Baseline: N idle bare workflows each receive one update (gathered from one client, as the API's fan-out
   does) whose handler runs three no-op activities. Also timed: the same fan-out with handlers that return at
-  once, the floor of the fan-out itself.
+  once, the floor of the fan-out itself; and the same-shape baseline, bare workflows that also carry five
+  search attributes and continue as new after the update, which issue 3 prescribes for every subscription
+  period. Baseline workers are configured as Accrue's (pydantic converter, no sandbox).
 CPU seconds per process (Temporal, PostgreSQL, API, workers) during each timed phase show where time goes.
 
 Run: .venv/bin/python bench/period_close.py [--subscriptions 1000] [--workers 2]
