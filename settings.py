@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     invoice_grace_period: timedelta = Field(
         default=timedelta(hours=24), description="Time after periodEnd that late events still count."
     )
+    reconcile_interval: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How often the reconciler Schedule starts any missing subscription workflow.",
+    )
     log_level: str = Field(default="INFO", description="Python log level for API and worker.")
     secret_key: SecretStr = Field(
         default=SecretStr(""),

@@ -12,15 +12,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.health import HealthActivities
+from activities.reconciler import ReconcilerActivities
 from activities.subscription import SubscriptionActivities
 from db.session import create_engine
 from settings import Settings
 from workflows.client import connect
 from workflows.ping import PingWorkflow
+from workflows.reconciler import ReconcilerWorkflow
+from workflows.schedules import ensure_reconciler_schedule
 from workflows.search_attributes import ensure_search_attributes
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [PingWorkflow, SubscriptionWorkflow]
+WORKFLOWS = [PingWorkflow, SubscriptionWorkflow, ReconcilerWorkflow]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,12 @@ def build_worker(
 ) -> Worker:
     health = HealthActivities(engine)
     subscriptions = SubscriptionActivities(engine, grace_period)
+    reconciler = ReconcilerActivities(engine, client, task_queue)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[health.check_database, *subscriptions.all()],
+        activities=[health.check_database, *subscriptions.all(), reconciler.reconcile],
         # A subscription continues as new every period, so each period pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
         # every recorded and freshly recorded history through the sandboxed Replayer (test_replay.py).
@@ -48,6 +52,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await register_search_attributes(client, settings.temporal_namespace)
+    await ensure_reconciler_schedule(client, settings.task_queue, settings.reconcile_interval)
     try:
         worker = build_worker(client, engine, settings.task_queue, settings.invoice_grace_period)
         async with worker:

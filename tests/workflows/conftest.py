@@ -16,6 +16,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from db.merchants import NewMerchant
+from settings import Settings
+from tests.workflows.billing_harness import Billing, billing_stack
 from worker import build_worker
 from workflows.search_attributes import ensure_search_attributes
 
@@ -61,3 +64,12 @@ async def worker(workflow_env: WorkflowEnvironment, engine: AsyncEngine) -> Asyn
     """The production worker (same workflows and activities) on a task queue of its own."""
     async with build_worker(workflow_env.client, engine, f"test-{uuid4()}") as running:
         yield running
+
+
+@pytest.fixture
+async def billing(
+    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
+) -> AsyncIterator[Billing]:
+    """The whole billing stack (tests/workflows/billing_harness.py) for one test's merchant."""
+    async for stack in billing_stack(workflow_env, engine, settings, merchant):
+        yield stack

@@ -3,37 +3,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
 from db.merchants import NewMerchant, create_merchant
 from db.models import PaymentSession, TestClock
 from db.session import session_factory
 from domain.ids import new_id
-from settings import Settings
 from tests.factories import Factory
 from tests.helpers import assert_error
-from tests.workflows.billing_harness import GRACE, Billing, billing_stack
+from tests.workflows.billing_harness import GRACE, Billing
 
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
 SUCCESS = "https://merchant.example/welcome?plan=pro"
 FAILURE = "https://merchant.example/payment-failed"
-
-
-@pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
 
 
 async def fee_plan(billing: Billing) -> str:

@@ -8,12 +8,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from db.merchants import NewMerchant
-from settings import Settings
-from tests.workflows.billing_harness import Billing, billing_stack, eventually
+from tests.workflows.billing_harness import Billing, eventually
 from tests.workflows.conftest import time_skipping_server
 
 
@@ -21,14 +18,6 @@ from tests.workflows.conftest import time_skipping_server
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     async for env in time_skipping_server():
         yield env
-
-
-@pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
 
 
 async def test_real_time_subscription_closes_with_workflow_timers(

@@ -9,34 +9,22 @@ Re-record after an intended, versioned change to the workflow (docs/operations.m
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from db.merchants import NewMerchant
-from settings import Settings
-from tests.workflows.billing_harness import GRACE, Billing, billing_stack
+from tests.workflows.billing_harness import GRACE, Billing
 from workflows.subscription import SubscriptionWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
 START = datetime(2028, 1, 31, tzinfo=UTC)
 FEB29, MAR31 = datetime(2028, 2, 29, tzinfo=UTC), datetime(2028, 3, 31, tzinfo=UTC)
-
-
-@pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
 
 
 async def quickstart(billing: Billing, **subscription: object) -> tuple[dict[str, object], str]:

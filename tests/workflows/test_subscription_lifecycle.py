@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
-
-from db.merchants import NewMerchant
-from settings import Settings
-from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
+from tests.workflows.billing_harness import GRACE, Billing, eventually
 
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
-
-
-@pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
 
 
 async def quickstart_plan(billing: Billing) -> tuple[str, str]:

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.testing import WorkflowEnvironment
 
 from db.merchants import NewMerchant
 from db.models import MeterEvent, PaymentSession
@@ -41,14 +40,6 @@ def months_after(anchor: datetime, n: int) -> datetime:
     year, month = divmod(anchor.month - 1 + n, 12)
     year, month = anchor.year + year, month + 1
     return anchor.replace(year=year, month=month, day=min(anchor.day, calendar.monthrange(year, month)[1]))
-
-
-@pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
 
 
 @pytest.fixture

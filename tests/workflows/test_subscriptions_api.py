@@ -43,14 +43,6 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture
-async def billing(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
-) -> AsyncIterator[Billing]:
-    async for stack in billing_stack(workflow_env, engine, settings, merchant):
-        yield stack
-
-
-@pytest.fixture
 async def sdk(billing: Billing) -> AsyncIterator[Paygentic]:
     """SDK 0.1.34 on the in-process API: its async methods over the ASGI transport."""
     transport = httpx.ASGITransport(app=billing.app)

@@ -1,0 +1,42 @@
+"""The reconciler: design.md's invariant that every subscription still owing work has a running workflow.
+
+A crash between the API's commit and its workflow start, or an operator terminating a workflow by hand, leaves
+a subscription without one. A Temporal Schedule (`accrue-reconciler`, workflows/schedules.py) runs this
+workflow every few minutes; its activity starts whatever is missing, idempotently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+RECONCILER_SCHEDULE_ID = "accrue-reconciler"
+
+
+class ReconcileRequest(BaseModel):
+    # Younger subscriptions may still be inside the API request that starts their workflow.
+    min_age_seconds: int = 60
+    merchant_id: str | None = None  # only this merchant's subscriptions (an operator's targeted repair)
+
+
+class ReconcileResult(BaseModel):
+    checked: int  # subscriptions that must have a running workflow
+    started: list[str] = []  # the subscription ids whose workflow was missing and is now started
+
+
+@workflow.defn
+class ReconcilerWorkflow:
+    @workflow.run
+    async def run(self, request: ReconcileRequest) -> ReconcileResult:
+        result: ReconcileResult = await workflow.execute_activity(
+            "reconcile_subscriptions",
+            request,
+            result_type=ReconcileResult,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            summary="start missing subscription workflows",
+        )
+        return result
