@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import outbox
+from db.base import Base
 from db.billing import BillingContext, load_context, period_charges, write_invoice
 from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
 from db.session import session_factory
@@ -65,10 +66,12 @@ class SubscriptionActivities:
         return sub
 
     async def _period(
-        self, session: AsyncSession, subscription_id: str, sequence_number: int, *, lock_subscription: bool
+        self, session: AsyncSession, subscription_id: str, sequence_number: int, *, lock: type[Base]
     ) -> tuple[Subscription, Invoice, Plan, Customer]:
-        """The invoice for the period, locked, its subscription (locked if asked), and the plan and customer
-        that price it: one round trip."""
+        """The subscription and its invoice for the period, with the plan and customer that price it, in one
+        round trip; `lock` (Subscription or Invoice) names the one row locked FOR UPDATE. Locking both in one
+        statement would take them in an order the query plan picks, and the API takes the subscription
+        before the invoice: a deadlock waiting to happen."""
         row = (
             await session.execute(
                 select(Subscription, Invoice, Plan, Customer)
@@ -76,7 +79,7 @@ class SubscriptionActivities:
                 .join(Plan, Plan.id == Subscription.plan_id)
                 .join(Customer, Customer.id == Subscription.customer_id)
                 .where(Subscription.id == subscription_id, Invoice.sequence_number == sequence_number)
-                .with_for_update(of=[Subscription, Invoice] if lock_subscription else Invoice)
+                .with_for_update(of=lock)
             )
         ).first()
         if row is None:
@@ -211,8 +214,10 @@ class SubscriptionActivities:
     async def close_period(self, request: ClosePeriod) -> PeriodClosed:
         """ACTIVE → CLOSING at periodEnd; a final period (endingAt) also terminates the subscription (D12)."""
         async with self.sessions() as session:
+            # The subscription's lock covers its invoices' status changes: the API takes it before it adds a
+            # line to the open invoice.
             sub, invoice, _, _ = await self._period(
-                session, request.subscription_id, request.sequence_number, lock_subscription=True
+                session, request.subscription_id, request.sequence_number, lock=Subscription
             )
             if invoice.status == "ACTIVE":
                 _transition(invoice, "CLOSING", invoice.period_end)
@@ -241,7 +246,7 @@ class SubscriptionActivities:
             # Only the invoice is locked (manual lines lock it too): the subscription's next period opens
             # meanwhile, and whatever changes the subscription itself runs in the workflow, one at a time.
             sub, invoice, plan, customer = await self._period(
-                session, request.subscription_id, request.sequence_number, lock_subscription=False
+                session, request.subscription_id, request.sequence_number, lock=Invoice
             )
             if invoice.status not in FINALIZED:
                 ctx = await load_context(session, sub, plan, customer)

@@ -407,6 +407,10 @@ async def resolve_target(ctx: Ctx, body: ManualLineItemCreate) -> Target:
         return Target(subscription, invoice, None)
     assert body.subscription_id is not None
     subscription = await ctx.owned(Subscription, body.subscription_id, "Subscription")
+    # FOR SHARE on the subscription: open_period holds it FOR UPDATE while it creates the next invoice and
+    # collects the waiting lines, so either that invoice is committed before this reads the active one, or
+    # open_period waits for this line. A line is never left waiting a whole period it belongs to.
+    await ctx.session.refresh(subscription, with_for_update={"read": True})
     active = await locked_invoice(
         ctx,
         select(Invoice)

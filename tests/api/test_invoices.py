@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from paygentic_sdk import Paygentic, errors, models
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import invoice_totals
 from db.invoice_totals import Totals
 from db.merchants import NewMerchant
-from db.models import Invoice, LineItem
+from db.models import Invoice, LineItem, Subscription
 from tests.factories import Factory
 from tests.helpers import assert_error, field_errors, sdk063_python
 
@@ -626,6 +626,38 @@ async def test_manual_line_joins_the_active_invoice_only_for_its_period(
     assert inside.status_code == later.status_code == 201, later.text
     assert inside.json()["invoiceId"] == active.id
     assert later.json()["invoiceId"] is None and later.json()["invoiceAt"] == "2026-06-01T00:00:00.000Z"
+
+
+async def test_a_line_posted_while_the_next_period_opens_joins_that_period(
+    aclient: httpx.AsyncClient, factory: Factory, engine: AsyncEngine
+) -> None:
+    """open_period holds the subscription FOR UPDATE while it makes the next invoice ACTIVE; a line posted
+    meanwhile waits for it and joins the new invoice, instead of waiting unattached until the period after."""
+    sub = await factory.subscription()
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    await factory.invoice(sub, period_start=start, period_end=start + timedelta(days=31), status="CLOSING")
+    following = await factory.invoice(
+        sub,
+        sequence_number=2,
+        status="DRAFT",  # stands in for "not created yet": the transaction below makes it the open one
+        period_start=start + timedelta(days=31),
+        period_end=start + timedelta(days=61),
+    )
+    async with engine.connect() as conn:  # plays open_period for period 2
+        async with conn.begin():
+            await conn.execute(select(Subscription.id).where(Subscription.id == sub.id).with_for_update())
+            posting = asyncio.ensure_future(
+                aclient.post(
+                    "/v2/invoices/lineItems",
+                    json=manual({"subscriptionId": sub.id}, invoiceAt="2026-06-05T00:00:00Z"),
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not posting.done(), posting.result().text
+            await conn.execute(update(Invoice).where(Invoice.id == following.id).values(status="ACTIVE"))
+    response = await posting
+    assert response.status_code == 201, response.text
+    assert response.json()["invoiceId"] == following.id
 
 
 async def test_manual_line_without_an_open_period_waits_pending(
