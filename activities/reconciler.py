@@ -9,15 +9,13 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from db.models import Invoice, Subscription
 from db.session import session_factory
 from workflows.ids import subscription_workflow_id
 from workflows.reconciler import ReconcileRequest, ReconcileResult
-from workflows.subscription import SubscriptionWorkflow
-from workflows.subscription_messages import SubscriptionInput
+from workflows.signals import start_subscription_workflow
 
 UNFINISHED = ("CLOSING", "CLOSED", "CALCULATING")  # an invoice its workflow has still to finalize
 CONCURRENCY = 16
@@ -54,14 +52,8 @@ class ReconcilerActivities:
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-        # USE_EXISTING: a start racing with the API's (or another reconciler's) finds the same run.
-        await self.client.start_workflow(
-            SubscriptionWorkflow.run,
-            SubscriptionInput(subscription_id=subscription_id),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        # Idempotent: a start racing with the API's (or another reconciler's) finds the same run.
+        await start_subscription_workflow(self.client, self.task_queue, subscription_id)
         activity.logger.warning("started the missing workflow of subscription %s", subscription_id)
         return True
 

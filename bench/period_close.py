@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from db.session import create_engine, session_factory
     from workflows import search_attributes as sa
     from workflows.client import connect
+    from workflows.ids import subscription_workflow_id
     from workflows.search_attributes import ensure_search_attributes
 
 ACTIVITIES_PER_SUBSCRIPTION = ("close_period", "open_period", "finalize_invoice")
@@ -415,7 +416,7 @@ async def history_shape(client: Any, workflow_id: str, run_id: str | None = None
 async def accrue_shape(s: Stack, subscription_id: str) -> str:
     """The run of one subscription that crossed the boundary (the one before its current run)."""
     client = await connect(s.temporal_address)
-    handle = client.get_workflow_handle(f"subscription-{subscription_id}")
+    handle = client.get_workflow_handle(subscription_workflow_id(subscription_id))
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     previous = started.continued_execution_run_id

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -28,8 +27,9 @@ from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Sub
 from domain.ids import new_id
 from domain.money import parse_decimal
 from workflows.ids import subscription_workflow_id
+from workflows.signals import start_subscription_workflow
 from workflows.subscription import SubscriptionWorkflow
-from workflows.subscription_messages import SubscriptionInput, TerminateRequest
+from workflows.subscription_messages import TerminateRequest
 
 router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
 
@@ -102,13 +102,7 @@ async def start_workflow(request: Request, sub: Subscription, *, unreachable: st
     settings = settings_of(request)
     try:
         client = await temporal_client(request.app)
-        await client.start_workflow(
-            SubscriptionWorkflow.run,
-            SubscriptionInput(subscription_id=sub.id),
-            id=subscription_workflow_id(sub.id),
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        await start_subscription_workflow(client, settings.task_queue, sub.id)
     except (RPCError, RuntimeError, OSError) as exc:
         message = unreachable or (
             f"Subscription {sub.id} is stored but its workflow could not be started; "
