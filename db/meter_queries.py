@@ -8,6 +8,7 @@ a JSON number, or a string written as a plain decimal ("12.5"), is a value; anyt
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import MeterEvent
 from domain.aggregation import AGGREGATIONS, MeterRecord, parse_json_path
+from domain.pricing.base import PeriodUsage, RecordRule
 
 WINDOW_UNITS = {"MINUTE": "minute", "HOUR": "hour", "DAY": "day", "MONTH": "month"}
 
@@ -112,6 +114,133 @@ def _source(
     outer = ["ts", "id", f"{_number('vj')} AS v", f"{_scalar_text('dj')} AS d"]
     outer += [f"{_scalar_text(f'gj{i}')} AS g{i}" for i in range(len(dimensions))]
     return f"SELECT {', '.join(outer)} FROM ({raw}) raw", params
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """One metered price over one period: the metric's aggregation of the subjects' events in [start, end),
+    and, when the price model has a RecordRule, the per-record sums it needs."""
+
+    merchant_id: str
+    environment: str
+    event_type: str
+    subjects: tuple[str, ...]
+    start: datetime  # inclusive; the caller has already applied the metric's eventFrom
+    end: datetime  # exclusive
+    aggregation: str  # SUM | COUNT | AVG | MIN | MAX | UNIQUE_COUNT | LATEST
+    value_property: str | None
+    rule: RecordRule | None = None
+
+
+# Each query is one row of a jsonb parameter, so a page of invoices is one statement with one plan: the
+# LATERAL runs an index scan of ix_meter_events_lookup per query row. The raw subquery reads each JSON value
+# once (OFFSET 0 keeps the planner from inlining it and repeating the extraction in every expression).
+_PERIOD_USAGES = f"""
+SELECT q.i, u.quantity, u.record_values, u.record_amount, u.record_price
+FROM jsonb_to_recordset(CAST(:queries AS jsonb)) AS q(
+    i int, merchant_id text, environment text, event_type text, subjects text[],
+    start_at timestamptz, end_at timestamptz, aggregation text, value_path text[],
+    has_rule boolean, factor numeric, price_path text[], price_min numeric, price_max numeric,
+    amount_min numeric, amount_max numeric
+)
+CROSS JOIN LATERAL (
+    SELECT
+        CASE q.aggregation
+            WHEN 'SUM' THEN coalesce(sum(r.v), 0)
+            WHEN 'COUNT' THEN count(*)
+            WHEN 'AVG' THEN coalesce(round(avg(r.v) FILTER (WHERE q.aggregation = 'AVG'), 9), 0)
+            WHEN 'MIN' THEN coalesce(min(r.v) FILTER (WHERE q.aggregation = 'MIN'), 0)
+            WHEN 'MAX' THEN coalesce(max(r.v) FILTER (WHERE q.aggregation = 'MAX'), 0)
+            WHEN 'UNIQUE_COUNT' THEN count(DISTINCT r.d) FILTER (WHERE q.aggregation = 'UNIQUE_COUNT')
+            -- Ties on timestamp go to the later row in (timestamp, id) order.
+            WHEN 'LATEST' THEN coalesce((array_agg(r.v ORDER BY r.ts DESC, r.id DESC)
+                FILTER (WHERE r.v IS NOT NULL AND q.aggregation = 'LATEST'))[1], 0)
+        END AS quantity,
+        coalesce(sum(r.v), 0) AS record_values,
+        -- greatest/least skip NULL bounds (a None bound is no bound) but also a NULL product, hence FILTER.
+        coalesce(sum(least(greatest(r.v * r.price, q.amount_min), q.amount_max))
+            FILTER (WHERE r.v * r.price IS NOT NULL), 0) AS record_amount,
+        -- The one price every valued record shares (min = max), else NULL.
+        CASE WHEN min(r.price) FILTER (WHERE r.v IS NOT NULL) = max(r.price) FILTER (WHERE r.v IS NOT NULL)
+            THEN min(r.price) FILTER (WHERE r.v IS NOT NULL) END AS record_price
+    FROM (
+        SELECT raw.ts, raw.id, {_number("raw.vj")} AS v,
+            CASE WHEN q.aggregation = 'UNIQUE_COUNT' THEN {_scalar_text("raw.vj")} END AS d,
+            CASE WHEN q.has_rule THEN coalesce(q.factor, least(
+                greatest(coalesce({_number("raw.pj")}, q.price_min), q.price_min), q.price_max
+            )) END AS price
+        FROM (
+            SELECT e.timestamp AS ts, e.id, e.data #> q.value_path AS vj, e.data #> q.price_path AS pj
+            FROM meter_events e
+            WHERE e.merchant_id = q.merchant_id AND e.environment = q.environment
+                AND e.type = q.event_type AND e.subject = ANY(q.subjects)
+                AND e.timestamp >= q.start_at AND e.timestamp < q.end_at
+            OFFSET 0
+        ) raw
+    ) r
+) u
+"""
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
+    if query.aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"unknown aggregation {query.aggregation!r}; expected one of {', '.join(AGGREGATIONS)}"
+        )
+    rule = query.rule
+    row: dict[str, Any] = {
+        "i": i,
+        "merchant_id": query.merchant_id,
+        "environment": query.environment,
+        "event_type": query.event_type,
+        "subjects": list(query.subjects),
+        "start_at": query.start.isoformat(),
+        "end_at": query.end.isoformat(),
+        "aggregation": query.aggregation,
+        "value_path": pg_path(query.value_property) if query.value_property is not None else None,
+        "has_rule": rule is not None,
+    }
+    if rule is not None:
+        row |= {
+            "factor": _decimal_text(rule.factor),
+            "price_path": pg_path(rule.price_path) if rule.price_path is not None else None,
+            "price_min": _decimal_text(rule.price_min),
+            "price_max": _decimal_text(rule.price_max),
+            "amount_min": _decimal_text(rule.amount_min),
+            "amount_max": _decimal_text(rule.amount_max),
+        }
+    return row
+
+
+async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) -> list[PeriodUsage]:
+    """One round trip for many (e.g. every metered price of every invoice on a /v2/invoices page), in the
+    order of `queries`. JsonPathError when a metric's or rule's path is outside the supported subset."""
+    if not queries:
+        return []
+    payload = json.dumps([_query_row(i, q) for i, q in enumerate(queries)])
+    rows = await session.execute(text(_PERIOD_USAGES), {"queries": payload})
+    usages: list[PeriodUsage | None] = [None] * len(queries)
+    for i, quantity, values, amount, price in rows:
+        usages[i] = PeriodUsage(
+            quantity=_plain(Decimal(quantity)),
+            record_values=_plain(Decimal(values)),
+            record_amount=_plain(Decimal(amount)),
+            record_price=None if price is None else _plain(Decimal(price)),
+        )
+    assert all(u is not None for u in usages)
+    return [u for u in usages if u is not None]
+
+
+async def period_usage(session: AsyncSession, query: UsageQuery) -> PeriodUsage:
+    (usage,) = await period_usages(session, [query])
+    return usage
+
+
+# --- kept until db/billing.py calls period_usages (then removed) ---
 
 
 def _effective_start(start: datetime, event_from: datetime | None) -> datetime:
