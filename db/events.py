@@ -314,59 +314,108 @@ def _fail(batch: list[tuple[NewEvent, asyncio.Future[StoredEvent]]], exc: EventS
             future.set_exception(EventStoreError(str(exc)))
 
 
-_KNOWN_TYPES = """
-SELECT DISTINCT event_type FROM billable_metrics
-WHERE merchant_id = $1 AND environment = $2 AND event_type IS NOT NULL
+# The metrics' event types with the valueProperty each bills, and whether any live subscription of the
+# tenant is bound to a test clock (then events without a timestamp take that clock's time).
+_CONFIG = """
+SELECT m.event_type, m.value_property FROM billable_metrics m
+WHERE m.merchant_id = $1 AND m.environment = $2 AND m.event_type IS NOT NULL
+"""
+_CLOCK_BOUND = """
+SELECT EXISTS (
+    SELECT 1 FROM subscriptions s
+    WHERE s.merchant_id = $1 AND s.environment = $2
+      AND s.test_clock_id IS NOT NULL AND s.status <> 'terminated'
+)
+"""
+# Subjects are stored as given: a customer id or its externalId.
+_CLOCK_TIMES = """
+SELECT DISTINCT ON (u.subject) u.subject, t.current_time
+FROM unnest($3::text[]) AS u(subject)
+JOIN customers c
+  ON c.merchant_id = $1 AND c.environment = $2 AND (c.id = u.subject OR c.external_id = u.subject)
+JOIN subscriptions s
+  ON s.customer_id = c.id AND s.test_clock_id IS NOT NULL AND s.status <> 'terminated'
+JOIN test_clocks t ON t.id = s.test_clock_id
+ORDER BY u.subject, s.created_at DESC
 """
 
 
-async def configured_event_types(engine: AsyncEngine, merchant_id: str, environment: str) -> frozenset[str]:
-    """The eventTypes of the merchant's billable metrics in `environment`."""
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """What ingestion needs to know about a tenant's metrics: each configured event type with the
+    valueProperty paths its metrics bill, and whether some subscription is bound to a test clock."""
+
+    value_paths: dict[str, tuple[str, ...]]
+    clock_bound: bool = False
+
+    def known(self) -> frozenset[str]:
+        return frozenset(self.value_paths)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def ingest_config(engine: AsyncEngine, merchant_id: str, environment: str) -> IngestConfig:
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        rows = await driver.fetch(_KNOWN_TYPES, merchant_id, environment)
-    return frozenset(r[0] for r in rows)
+        driver = await _driver(conn)
+        rows = await driver.fetch(_CONFIG, merchant_id, environment)
+        clock_bound = bool(await driver.fetchval(_CLOCK_BOUND, merchant_id, environment))
+    paths: dict[str, set[str]] = {}
+    for event_type, value_property in rows:
+        paths.setdefault(event_type, set())
+        if value_property is not None:
+            paths[event_type].add(value_property)
+    return IngestConfig({t: tuple(sorted(p)) for t, p in paths.items()}, clock_bound)
 
 
-class EventTypeCache:
-    """Which event types a merchant has configured, remembered for `ttl` seconds.
+async def clock_times(
+    engine: AsyncEngine, merchant_id: str, environment: str, subjects: Sequence[str]
+) -> dict[str, datetime]:
+    """The current time of the test clock each subject's live subscription is bound to (one query)."""
+    async with engine.connect() as conn:
+        rows = await (await _driver(conn)).fetch(_CLOCK_TIMES, merchant_id, environment, list(subjects))
+    return {r[0]: r[1] for r in rows}
 
-    Only answers of "known" are trusted from the cache: a type missing from a cached set is re-checked
+
+class IngestConfigCache:
+    """Each tenant's IngestConfig, remembered for `ttl` seconds.
+
+    Only answers of "known" are trusted from the cache: a type missing from a cached config is re-checked
     against the database, so a metric created a moment ago is usable at once. Concurrent lookups for the
-    same merchant share one query.
+    same tenant share one query.
     """
 
     def __init__(self, engine: AsyncEngine, ttl: float = 1.0) -> None:
         self._engine = engine
         self._ttl = ttl
-        self._entries: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[frozenset[str]]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, IngestConfig]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[IngestConfig]] = {}
 
-    async def types(
+    async def config(
         self, merchant_id: str, environment: str, wanted: frozenset[str] = frozenset()
-    ) -> frozenset[str]:
-        """The configured types; served from the cache while fresh and containing every `wanted` type."""
+    ) -> IngestConfig:
+        """The tenant's config; served from the cache while fresh and knowing every `wanted` type."""
         key = (merchant_id, environment)
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > time.monotonic() and wanted <= entry[1]:
+        if entry is not None and entry[0] > time.monotonic() and wanted <= entry[1].value_paths.keys():
             return entry[1]
         return await self._load(key)
 
-    async def _load(self, key: tuple[str, str]) -> frozenset[str]:
+    async def _load(self, key: tuple[str, str]) -> IngestConfig:
         loading = self._loading.get(key)
         if loading is not None:
             return await asyncio.shield(loading)
-        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[IngestConfig] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
             started = time.monotonic()
-            types = await configured_event_types(self._engine, *key)
+            config = await ingest_config(self._engine, *key)
             if len(self._entries) > 10_000:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > started}
-            self._entries[key] = (started + self._ttl, types)
-            future.set_result(types)
-            return types
+            self._entries[key] = (started + self._ttl, config)
+            future.set_result(config)
+            return config
         except asyncio.CancelledError:
             future.cancel()
             raise

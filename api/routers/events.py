@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Caller, authenticate
-from api.errors import ApiError, forbidden, invalid, validation_errors
+from api.errors import ApiError, FieldErrors, forbidden, invalid, validation_errors
 from api.schemas.events import (
     MAX_BATCH,
     BatchEnvelope,
@@ -30,8 +30,16 @@ from api.schemas.events import (
     EventResponse,
     IngestEvent,
 )
-from db.events import EventStoreError, EventTypeCache, GroupCommitWriter, NewEvent
+from db.events import (
+    EventStoreError,
+    GroupCommitWriter,
+    IngestConfig,
+    IngestConfigCache,
+    NewEvent,
+    clock_times,
+)
 from domain.ids import ALPHABET, PREFIXES
+from domain.meter_values import non_finite, value_problems
 
 router = APIRouter(prefix="/v0/events", tags=["meter events"])
 
@@ -40,7 +48,7 @@ def start(app: FastAPI, engine: AsyncEngine) -> None:
     """Start the process's event writer; called from the app lifespan."""
     app.state.event_writer = GroupCommitWriter(engine)
     app.state.event_writer.start()
-    app.state.event_types = EventTypeCache(engine)
+    app.state.ingest_configs = IngestConfigCache(engine)
     app.state.event_callers = CallerCache()
 
 
@@ -154,9 +162,49 @@ def _check_namespace(caller: Caller, namespace: str | None) -> None:
         )
 
 
-async def _known_types(request: Request, caller: Caller, wanted: Iterable[str]) -> frozenset[str]:
-    cache: EventTypeCache = request.app.state.event_types
-    return await cache.types(caller.merchant_id, caller.environment, frozenset(wanted))
+async def _config(request: Request, caller: Caller, wanted: Iterable[str]) -> IngestConfig:
+    cache: IngestConfigCache = request.app.state.ingest_configs
+    return await cache.config(caller.merchant_id, caller.environment, frozenset(wanted))
+
+
+def _check_data(body: IngestEvent) -> None:
+    """Refuse data that could be stored but never billed, or not stored at all."""
+    errors = [
+        {
+            "field": field,
+            "message": "must be a finite number: JSON cannot hold NaN or Infinity (1e400 "
+            "overflows to Infinity)",
+            "code": "non_finite",
+        }
+        for field in non_finite(body.data)
+    ]
+    if errors:
+        raise FieldErrors(errors)
+
+
+def _check_values(body: IngestEvent, config: IngestConfig) -> None:
+    errors = [
+        {"field": field, "message": message, "code": "out_of_range"}
+        for field, message in value_problems(body.data, config.value_paths.get(body.type, ()))
+    ]
+    if errors:
+        raise FieldErrors(errors)
+
+
+async def _default_times(
+    request: Request, caller: Caller, config: IngestConfig, bodies: Iterable[IngestEvent]
+) -> dict[str, datetime]:
+    """Each subject's test-clock time, for events without a timestamp whose subject's live subscription is
+    bound to a test clock: the wall time would fall in a period the clock has already billed. Looked up
+    only when the tenant has such a subscription at all, in one query per request."""
+    if not config.clock_bound:
+        return {}
+    subjects = {b.subject or b.external_subject or "" for b in bodies if b.timestamp is None}
+    if not subjects:
+        return {}
+    return await clock_times(
+        request.app.state.engine, caller.merchant_id, caller.environment, sorted(subjects)
+    )
 
 
 def _now() -> datetime:
@@ -176,7 +224,9 @@ def _event_ids(count: int) -> list[str]:
     return [prefix + chars[i : i + 24] for i in range(0, 24 * count, 24)]
 
 
-def _new_events(caller: Caller, bodies: list[IngestEvent], now: datetime) -> list[NewEvent]:
+def _new_events(
+    caller: Caller, bodies: list[IngestEvent], now: datetime, clocks: dict[str, datetime]
+) -> list[NewEvent]:
     return [
         NewEvent(
             event_id,
@@ -186,7 +236,7 @@ def _new_events(caller: Caller, bodies: list[IngestEvent], now: datetime) -> lis
             body.source,
             body.subject or body.external_subject or "",  # _subject() has checked one is there
             body.data,
-            body.timestamp or now,
+            body.timestamp or clocks.get(body.subject or body.external_subject or "", now),
             body.idempotency_key or event_id,
         )
         for event_id, body in zip(_event_ids(len(bodies)), bodies, strict=True)
@@ -223,13 +273,16 @@ async def ingest_event(request: Request) -> JSONResponse:
     if _NUL in raw:
         _check_nul(body)
     _subject(body)
+    _check_data(body)
     _check_namespace(caller, body.namespace)
-    known = await _known_types(request, caller, (body.type,))
-    if body.type not in known:
-        raise _unknown_type(body.type, known)
+    config = await _config(request, caller, (body.type,))
+    if body.type not in config.value_paths:
+        raise _unknown_type(body.type, config.known())
+    _check_values(body, config)
+    clocks = await _default_times(request, caller, config, (body,))
     writer: GroupCommitWriter = request.app.state.event_writer
     try:
-        stored = await writer.write(_new_events(caller, [body], _now())[0])
+        stored = await writer.write(_new_events(caller, [body], _now(), clocks)[0])
     except EventStoreError:
         raise _unavailable() from None
     return JSONResponse(EventResponse.wire(stored, caller.merchant_id), status_code=202)
@@ -254,8 +307,6 @@ router.add_api_route(
 )
 
 _EVENT = TypeAdapter(IngestEvent)
-# How JSON spells a NUL character; bodies without it need no deeper look.
-_NUL = b"\\u0000"
 
 
 def _rejected(index: int, error: ApiError) -> dict[str, Any]:
@@ -306,22 +357,29 @@ async def ingest_batch(request: Request) -> JSONResponse:
             if has_nul:
                 _check_nul(event)
             _subject(event)
+            _check_data(event)
             _check_namespace(caller, event.namespace)
         except ApiError as exc:
             results[index] = _rejected(index, exc)
         else:
             valid.append((index, event))
-    known = await _known_types(request, caller, {event.type for _, event in valid})
+    config = await _config(request, caller, {event.type for _, event in valid})
     accepted: list[tuple[int, IngestEvent]] = []
     for index, event in valid:
-        if event.type in known:
-            accepted.append((index, event))
+        try:
+            if event.type not in config.value_paths:
+                raise _unknown_type(event.type, config.known())
+            _check_values(event, config)
+        except ApiError as exc:
+            results[index] = _rejected(index, exc)
         else:
-            results[index] = _rejected(index, _unknown_type(event.type, known))
+            accepted.append((index, event))
     if accepted:
+        bodies = [event for _, event in accepted]
+        clocks = await _default_times(request, caller, config, bodies)
         writer: GroupCommitWriter = request.app.state.event_writer
         try:
-            stored = await writer.store(_new_events(caller, [event for _, event in accepted], _now()))
+            stored = await writer.store(_new_events(caller, bodies, _now(), clocks))
         except EventStoreError:
             raise _unavailable() from None
         for (index, _), row in zip(accepted, stored, strict=True):

@@ -468,3 +468,117 @@ async def test_writer_isolates_a_row_the_database_refuses(engine: AsyncEngine, m
     assert sorted(r.idempotency_key for r in await stored(engine, merchant)) == [f"ok{i}" for i in range(5)]
     with pytest.raises(EventStoreError):
         await writer.write(new("late"))
+
+
+def raw_event(data: str, **overrides: str) -> str:
+    fields = {"type": '"llm.tokens"', "source": f'"{SOURCE}"', "subject": '"cus_1"'} | overrides
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + f', "data": {data}' + "}"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ('{"tokens": NaN}', "data.tokens"),
+        ('{"tokens": Infinity}', "data.tokens"),
+        ('{"usage": {"tokens": -Infinity}}', "data.usage.tokens"),
+        # Not a field any metric reads: no JSON store can hold it, so the event could never be stored.
+        ('{"tokens": 5, "ratio": [1, 1e400]}', "data.ratio[1]"),
+    ],
+)
+async def test_non_finite_numbers_are_400_for_the_event_only(
+    client: httpx.Client,
+    merchant: NewMerchant,
+    engine: AsyncEngine,
+    aclient: httpx.AsyncClient,
+    data: str,
+    field: str,
+) -> None:
+    new_metric(client, merchant)
+    headers = {"content-type": "application/json"}
+    response = await aclient.post("/v0/events", content=raw_event(data), headers=headers)
+    assert "finite" in field_errors(response)[field]
+    batch = (
+        '{"events": [' + raw_event('{"tokens": 1}', idempotencyKey='"fine"') + ", " + raw_event(data) + "]}"
+    )
+    response = await aclient.post("/v0/events/batch", content=batch, headers=headers)
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["data"]] == [202, 400]
+    assert [r.idempotency_key for r in await stored(engine, merchant)] == ["fine"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1e30",
+        "1" + "2" * 80,  # 81 significant digits
+        '"1000000000000000000"',  # 10^18 as a decimal string, which the meter reads as a number
+        "-1000000000000000000",
+        "0.0000000001",  # 10 decimal places: more than a stored quantity holds
+    ],
+)
+async def test_values_the_billing_arithmetic_cannot_hold_are_400(
+    client: httpx.Client,
+    merchant: NewMerchant,
+    engine: AsyncEngine,
+    aclient: httpx.AsyncClient,
+    value: str,
+) -> None:
+    new_metric(client, merchant)
+    headers = {"content-type": "application/json"}
+    response = await aclient.post("/v0/events", content=raw_event(f'{{"tokens": {value}}}'), headers=headers)
+    errors = field_errors(response)
+    assert "below 10^18" in errors["data.tokens"] and "'$.tokens'" in errors["data.tokens"]
+    batch = (
+        '{"events": ['
+        + raw_event('{"tokens": 1}', idempotencyKey='"fine"')
+        + ", "
+        + raw_event(f'{{"tokens": {value}}}')
+        + "]}"
+    )
+    results = (await aclient.post("/v0/events/batch", content=batch, headers=headers)).json()["data"]
+    assert [r["status"] for r in results] == [202, 400]
+    assert results[1]["error"]["errors"][0]["code"] == "out_of_range"
+    assert [r.idempotency_key for r in await stored(engine, merchant)] == ["fine"]
+
+
+async def test_values_within_the_bound_and_fields_no_metric_bills_are_accepted(
+    client: httpx.Client, merchant: NewMerchant, engine: AsyncEngine, aclient: httpx.AsyncClient
+) -> None:
+    new_metric(client, merchant)
+    limit = "999999999999999999.999999999"
+    data = {"tokens": limit, "orderId": 10**30, "note": "1" * 40}
+    response = await aclient.post("/v0/events", json=event(data=data))
+    assert response.status_code == 202, response.text
+    response = await aclient.post("/v0/events", json=event(data={"tokens": -1.5}))
+    assert response.status_code == 202, response.text
+    assert len(await stored(engine, merchant)) == 2
+
+
+async def test_event_without_timestamp_takes_its_subjects_test_clock_time(
+    client: httpx.Client, merchant: NewMerchant, engine: AsyncEngine, aclient: httpx.AsyncClient
+) -> None:
+    from tests.factories import Factory
+
+    new_metric(client, merchant)
+    factory = Factory(engine, merchant)
+    clock_time = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
+    clock = await factory.test_clock(current_time=clock_time)
+    bound = await factory.customer(external_id="crm-bound")
+    await factory.subscription(customer=bound, test_clock_id=clock.id)
+    unbound = await factory.customer()
+    await factory.subscription(customer=unbound)
+
+    for key, subject in (("by-id", bound.id), ("unbound", unbound.id)):
+        response = await aclient.post("/v0/events", json=event(subject=subject, idempotencyKey=key))
+        assert response.status_code == 202, response.text
+    batch = {
+        "events": [
+            event(subject="crm-bound", idempotencyKey="by-external-id"),
+            event(subject=bound.id, idempotencyKey="explicit", timestamp="2026-01-02T00:00:00Z"),
+        ]
+    }
+    assert (await aclient.post("/v0/events/batch", json=batch)).json()["accepted"] == 2
+    rows = {r.idempotency_key: r.timestamp for r in await stored(engine, merchant)}
+    assert rows["by-id"] == rows["by-external-id"] == clock_time
+    assert rows["explicit"] == datetime(2026, 1, 2, tzinfo=UTC)
+    assert abs(rows["unbound"] - datetime.now(UTC)) < timedelta(minutes=1)
