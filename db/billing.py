@@ -7,24 +7,23 @@ the line items and the invoice totals, in the caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.meter_queries import period_records
+from db.meter_queries import UsageQuery, period_usages
 from db.models import BillableMetric, Customer, Fee, Invoice, LineItem, Plan, PlanPrice, Price, Subscription
 from domain import invoice as invoice_math
-from domain import pricing, tax
-from domain.aggregation import aggregate
+from domain import tax
 from domain.durations import parse_duration
 from domain.ids import new_id
+from domain.money import EXACT
 from domain.periods import period_bounds, period_index_at, period_start
-
-DYNAMIC_PRICE_PATH = "$.price"  # where a meter event carries its own unit price for dynamic prices (D7)
+from domain.pricing import PeriodUsage, model_for
 
 
 @dataclass
@@ -71,16 +70,38 @@ async def load_context(
         plan = await session.get_one(Plan, subscription.plan_id)
     if customer is None:
         customer = await session.get_one(Customer, subscription.customer_id)
+    prices = await _plan_prices(session, [plan.id])
+    return BillingContext(subscription, plan, customer, prices[plan.id])
+
+
+async def load_contexts(session: AsyncSession, subscriptions: Sequence[Subscription]) -> list[BillingContext]:
+    """load_context of many subscriptions (a /v2/invoices page) in three queries."""
+    plan_ids = {s.plan_id for s in subscriptions}
+    plans = {p.id: p for p in await session.scalars(select(Plan).where(Plan.id.in_(plan_ids)))}
+    customer_ids = {s.customer_id for s in subscriptions}
+    customers = {
+        c.id: c for c in await session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))
+    }
+    prices = await _plan_prices(session, list(plan_ids))
+    return [
+        BillingContext(s, plans[s.plan_id], customers[s.customer_id], prices[s.plan_id])
+        for s in subscriptions
+    ]
+
+
+async def _plan_prices(session: AsyncSession, plan_ids: Sequence[str]) -> dict[str, list[PlanPriceRow]]:
     rows = await session.execute(
-        select(Price, BillableMetric, Fee)
+        select(PlanPrice.plan_id, Price, BillableMetric, Fee)
         .join(PlanPrice, PlanPrice.price_id == Price.id)
         .outerjoin(BillableMetric, BillableMetric.id == Price.billable_metric_id)
         .outerjoin(Fee, Fee.id == Price.fee_id)
-        .where(PlanPrice.plan_id == plan.id)
-        .order_by(PlanPrice.position)
+        .where(PlanPrice.plan_id.in_(plan_ids))
+        .order_by(PlanPrice.plan_id, PlanPrice.position)
     )
-    prices = [PlanPriceRow(price, metric, fee) for price, metric, fee in rows]
-    return BillingContext(subscription, plan, customer, prices)
+    prices: dict[str, list[PlanPriceRow]] = {plan_id: [] for plan_id in plan_ids}
+    for plan_id, price, metric, fee in rows:
+        prices[plan_id].append(PlanPriceRow(price, metric, fee))
+    return prices
 
 
 def fee_is_due(row: PlanPriceRow, anchor: datetime, start: datetime, *, first_period: bool) -> bool:
@@ -103,15 +124,15 @@ def fee_charges(
             continue
         if not fee_is_due(row, ctx.subscription.billing_anchor, start, first_period=first_period):
             continue
-        unit_price = Decimal(price.properties["unitPrice"])
+        priced = model_for(price.model).price_period(price.properties, PeriodUsage(quantity=Decimal(1)))
         charges.append(
             Charge(
                 kind="fee",
                 price=price,
                 display_name=price.invoice_display_name,
-                quantity=Decimal(1),
-                unit_price=unit_price,
-                amount=pricing.standard(Decimal(1), unit_price),
+                quantity=priced.quantity,
+                unit_price=priced.unit_price,
+                amount=priced.amount,
                 period_start=start,
                 period_end=end,
                 fee_id=row.fee.id,
@@ -121,62 +142,70 @@ def fee_charges(
     return charges
 
 
+def _metered(
+    ctx: BillingContext, start: datetime, end: datetime
+) -> list[tuple[Price, BillableMetric, UsageQuery]]:
+    """The in-arrears metric prices with the UsageQuery each asks of the aggregation engine."""
+    subjects = (ctx.customer.id,) + ((ctx.customer.external_id,) if ctx.customer.external_id else ())
+    return [
+        (
+            row.price,
+            row.metric,
+            UsageQuery(
+                merchant_id=ctx.subscription.merchant_id,
+                environment=ctx.subscription.environment,
+                event_type=row.metric.event_type,
+                subjects=subjects,
+                start=max(start, row.metric.event_from) if row.metric.event_from is not None else start,
+                end=end,
+                aggregation=row.metric.aggregation,
+                value_property=row.metric.value_property,
+                rule=model_for(row.price.model).record_rule(row.price.properties),
+            ),
+        )
+        for row in ctx.prices
+        if row.metric is not None and row.price.payment_term == "in_arrears" and row.metric.event_type
+    ]
+
+
 async def metered_charges(
     session: AsyncSession, ctx: BillingContext, start: datetime, end: datetime
 ) -> list[Charge]:
-    """In-arrears metric prices over [start, end): the metric's aggregation of the customer's events (D4)."""
-    subjects = [ctx.customer.id] + ([ctx.customer.external_id] if ctx.customer.external_id else [])
-    charges = []
-    for row in ctx.prices:
-        price, metric = row.price, row.metric
-        if metric is None or price.payment_term != "in_arrears" or not metric.event_type:
-            continue
-        records = await period_records(
-            session,
-            merchant_id=ctx.subscription.merchant_id,
-            environment=ctx.subscription.environment,
-            event_type=metric.event_type,
-            subjects=subjects,
-            start=start,
-            end=end,
-            event_from=metric.event_from,
-            value_property=metric.value_property,
-            distinct_property=DYNAMIC_PRICE_PATH if price.model == "dynamic" else metric.value_property,
-        )
-        quantity = aggregate(metric.aggregation, records)
-        values = [r.value for r in records if r.value is not None]
-        dynamic = [
-            (r.value, clamp_price(r.distinct, price.properties))
-            for r in records
-            if r.value is not None and price.model == "dynamic"
-        ]
-        charge = pricing.charge(price.model, price.properties, quantity, values, dynamic)
-        charges.append(
-            Charge(
-                kind="metered",
-                price=price,
-                display_name=price.invoice_display_name,
-                quantity=charge.quantity,
-                unit_price=charge.unit_price,
-                amount=charge.amount,
-                period_start=start,
-                period_end=end,
-                metric_id=metric.id,
-                metered_quantity=quantity,
-                payment_term="in_arrears",
-            )
-        )
+    """In-arrears metric prices over [start, end): each metric's aggregation of the customer's events (D4),
+    and the per-record sums its price model's RecordRule asks for, in one query; priced by the model."""
+    (charges,) = await metered_charges_many(session, [(ctx, start, end)])
     return charges
 
 
-def clamp_price(text: str | None, properties: dict[str, Any]) -> Decimal:
-    """A dynamic price reported on an event, held to the price's [minPrice, maxPrice]; missing → minPrice."""
-    low, high = Decimal(properties["minPrice"]), Decimal(properties["maxPrice"])
-    try:
-        reported = Decimal(text) if text is not None else low
-    except ArithmeticError:
-        reported = low
-    return min(max(reported, low), high)
+async def metered_charges_many(
+    session: AsyncSession, periods: Sequence[tuple[BillingContext, datetime, datetime]]
+) -> list[list[Charge]]:
+    """metered_charges of many (context, start, end) periods with one aggregation round trip."""
+    plans = [(_metered(ctx, start, end), start, end) for ctx, start, end in periods]
+    usages = iter(await period_usages(session, [q for metered, _, _ in plans for _, _, q in metered]))
+    result = []
+    for metered, start, end in plans:
+        charges = []
+        for price, metric, _ in metered:
+            usage = next(usages)
+            priced = model_for(price.model).price_period(price.properties, usage)
+            charges.append(
+                Charge(
+                    kind="metered",
+                    price=price,
+                    display_name=price.invoice_display_name,
+                    quantity=priced.quantity,
+                    unit_price=priced.unit_price,
+                    amount=priced.amount,
+                    period_start=start,
+                    period_end=end,
+                    metric_id=metric.id,
+                    metered_quantity=usage.quantity,
+                    payment_term="in_arrears",
+                )
+            )
+        result.append(charges)
+    return result
 
 
 def tax_rate(
@@ -197,11 +226,24 @@ def tax_rate(
 async def period_charges(session: AsyncSession, ctx: BillingContext, invoice: Invoice) -> list[Charge]:
     """What period invoice n bills (D11): period n's in-arrears usage and fees, plus period n+1's
     in-advance fees unless it is the final invoice."""
+    (charges,) = await period_charges_many(session, [(ctx, invoice)])
+    return charges
+
+
+async def period_charges_many(
+    session: AsyncSession, invoices: Sequence[tuple[BillingContext, Invoice]]
+) -> list[list[Charge]]:
+    """period_charges of many invoices (a /v2/invoices page) with one aggregation round trip."""
+    periods = [(ctx, invoice.period_start, invoice.period_end) for ctx, invoice in invoices]
+    metered = await metered_charges_many(session, periods)
+    return [m + _period_fees(ctx, invoice) for (ctx, invoice), m in zip(invoices, metered, strict=True)]
+
+
+def _period_fees(ctx: BillingContext, invoice: Invoice) -> list[Charge]:
     sub = ctx.subscription
     start, end = invoice.period_start, invoice.period_end
     first = invoice.sequence_number == 1
-    charges = await metered_charges(session, ctx, start, end)
-    charges += fee_charges(ctx, "in_arrears", start, end, first_period=first)
+    charges = fee_charges(ctx, "in_arrears", start, end, first_period=first)
     # A termination inside this invoice's grace window cut the next period short, not this one: that period
     # had begun, so its in-advance fees are due. Only a termination at or before periodEnd ends the billing.
     ended = sub.terminated_at is not None and sub.terminated_at <= end
@@ -213,13 +255,21 @@ async def period_charges(session: AsyncSession, ctx: BillingContext, invoice: In
 
 
 async def manual_lines(session: AsyncSession, invoice: Invoice) -> list[LineItem]:
-    return list(
-        await session.scalars(
-            select(LineItem)
-            .where(LineItem.invoice_id == invoice.id, LineItem.type == "manual")
-            .order_by(LineItem.position, LineItem.created_at)
-        )
+    return (await manual_lines_many(session, [invoice]))[invoice.id]
+
+
+async def manual_lines_many(session: AsyncSession, invoices: Sequence[Invoice]) -> dict[str, list[LineItem]]:
+    """Each invoice's manual lines, in invoice order, in one query."""
+    lines: dict[str, list[LineItem]] = {invoice.id: [] for invoice in invoices}
+    rows = await session.scalars(
+        select(LineItem)
+        .where(LineItem.invoice_id.in_(list(lines)), LineItem.type == "manual")
+        .order_by(LineItem.position, LineItem.created_at)
     )
+    for row in rows:
+        if row.invoice_id is not None:
+            lines[row.invoice_id].append(row)
+    return lines
 
 
 def price_lines(
@@ -248,7 +298,7 @@ def price_lines(
             description=m.display_name,
             quantity=m.quantity or Decimal(0),
             unit_price=m.unit_price,
-            amount=pricing.standard(m.quantity or Decimal(0), m.unit_price),
+            amount=EXACT.multiply(m.quantity or Decimal(0), m.unit_price),
             tax_rate_percent=rate(None, None),
             tax_behavior=plan.tax_behavior,
         )

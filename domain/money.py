@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation
 
 NANOS_PER_UNIT = 10**9
 MAX_FRACTION_DIGITS = 9  # storage is NUMERIC(38, 9): nanodollar precision
@@ -11,6 +11,10 @@ MAX_INTEGER_DIGITS = 38 - MAX_FRACTION_DIGITS
 # The default context keeps 28 significant digits and would silently round NUMERIC(38, 9) values (or raise
 # in quantize); every computation here that can grow digits runs in this one instead.
 _EXACT = Context(prec=80)
+# Arithmetic on amounts: products of two NUMERIC(38, 9) values need up to 76 digits. Inexact is trapped, so
+# anything beyond even this bound raises instead of rounding silently.
+EXACT = Context(prec=80, traps=[InvalidOperation, Inexact])
+_NANO = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
 
 # ISO 4217 minor units that are not 2. Everything else uses 2.
 _MINOR_UNITS = {
@@ -53,6 +57,16 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit: the only rounding of money in Accrue."""
     quantum = Decimal(1).scaleb(-minor_units(currency))
     return _unsigned_zero(amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_EXACT))
+
+
+def average_unit_price(amount: Decimal, quantity: Decimal) -> Decimal:
+    """The unit price a line shows for `amount` over `quantity` units: exact when it fits nanodollar
+    precision, else rounded half-up to it (display only: the line's amount stays exact). 0 for no units."""
+    if quantity == 0:
+        return Decimal(0)
+    mean = _EXACT.divide(amount, quantity)
+    stored = mean.quantize(_NANO, rounding=ROUND_HALF_UP, context=_EXACT)
+    return _unsigned_zero(mean if stored == mean else stored)
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:

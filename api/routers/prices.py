@@ -25,6 +25,7 @@ from api.schemas.prices import (
 )
 from api.wire import ListResponse, changes, list_envelope
 from db.models import BillableMetric, Feature, Fee, Plan, PlanPrice, Price
+from domain import pricing
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/prices", tags=["prices"])
@@ -72,7 +73,7 @@ async def check(ctx: Ctx, draft: PriceDraft, price_id: str) -> Checked:
             f"feature {feature.id} belongs to product {feature.product_id}, but {owner} belongs to "
             f"product {product_id}; link a feature of the same product",
         )
-    linked = LinkedPrice(price_id, product_id, metric, draft.model or "standard", draft.payment_term)
+    linked = LinkedPrice(price_id, product_id, metric, draft.model or pricing.FEE_MODEL, draft.payment_term)
     return Checked(draft, properties, linked)
 
 

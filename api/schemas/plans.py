@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, StrictBool, String
 from api.schemas.prices import LinkedPrice, PriceOut, Problems
 from api.wire import Id, Name, Text, Timestamp, WireModel
 from db.models import Plan
+from domain import pricing
 
 Cadence = Literal["P1M", "P3M", "P1Y"]
 Interval = Literal["monthly", "quarterly", "yearly", "annual"]
@@ -137,10 +138,10 @@ def check_links(
                     f"billable metric {price.metric.id} may be priced once per plan, but prices {first} and "
                     f"{price.id} both price it",
                 )
-            if price.model == "percentage" and price.metric.unit != currency:
+            if pricing.model_for(price.model).prices_money and price.metric.unit != currency:
                 out.add(
                     field,
-                    f"percentage price {price.id} charges a share of {price.metric.unit} amounts, but "
+                    f"{price.model} price {price.id} charges a share of {price.metric.unit} amounts, but "
                     f"{plan_name} bills in {currency}",
                 )
         if price.payment_term == "instant" and billing_version != 0:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import StrictBool
 
 from api.errors import FieldErrors
 from api.wire import Id, Name, Timestamp, WireModel
 from db.models import BillableMetric, Feature, Fee, Price
-from domain.money import MoneyFormatError, is_currency_code, parse_decimal
+from domain import pricing
+from domain.money import is_currency_code
 
-Model = Literal["standard", "dynamic", "volume", "percentage"]
+if TYPE_CHECKING:
+    Model = str
+else:
+    # The registry's names, so the OpenAPI document lists every model and a new one needs no edit here.
+    Model = Literal[pricing.NAMES]
 PaymentTerm = Literal["instant", "in_advance", "in_arrears"]
 
-_PERCENTAGE = re.compile(r"^([0-9](\.[0-9]{1,4})?|10(\.0{1,4})?)$")
 # `P0D` (one time) or a positive calendar duration such as P1M, P3M, P1Y, P7D, P2W, P1Y6M.
 _CADENCE = re.compile(r"^P(?=\d)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 MAX_CADENCE_COUNT = 1000
@@ -73,7 +76,7 @@ class PriceDraft:
             billable_metric_id=body.billable_metric_id,
             fee_id=body.fee_id,
             # Fee prices only have one model, so it may be left out.
-            model=body.model or ("standard" if body.fee_id and not body.billable_metric_id else None),
+            model=body.model or (pricing.FEE_MODEL if body.fee_id and not body.billable_metric_id else None),
             payment_term=body.payment_term,
             properties=body.properties,
             billing_cadence=body.billing_cadence,
@@ -115,14 +118,8 @@ class PriceDraft:
         return draft
 
 
-class Problems:
+class Problems(pricing.Problems):
     """Field errors collected across every rule, so one response lists all of them."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-
-    def add(self, field: str, message: str, code: str = "invalid") -> None:
-        self.items.append({"field": field, "message": message, "code": code})
 
     def raise_any(self) -> None:
         if self.items:
@@ -149,87 +146,9 @@ def valid_cadence(value: str) -> bool:
     return all(1 <= int(n) <= MAX_CADENCE_COUNT for n in match.groups() if n is not None)
 
 
-_JSON_TYPES = ((bool, "boolean"), (int, "number"), (float, "number"), (dict, "object"), (list, "array"))
-
-
-def _json_type(value: object) -> str:
-    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), "value")
-
-
-def _amount(
-    props: dict[str, Any], key: str, path: str, model: str, out: Problems, *, signed: bool = False
-) -> Decimal | None:
-    field = f"{path}.{key}"
-    value = props.get(key)
-    if value is None:
-        out.add(field, f"is required for the {model} model", "missing")
-        return None
-    if not isinstance(value, str):
-        out.add(
-            field,
-            f'must be a decimal written as a string, such as "0.05", not a JSON {_json_type(value)}',
-            "string_type",
-        )
-        return None
-    try:
-        amount = parse_decimal(value)
-    except MoneyFormatError as exc:
-        out.add(field, str(exc))
-        return None
-    if amount < 0 and not signed:
-        out.add(field, "must not be negative")
-        return None
-    return amount
-
-
-def _ordered(low: Decimal | None, high: Decimal | None, field: str, other: str, out: Problems) -> None:
-    if low is not None and high is not None and low > high:
-        out.add(field, f"must not be greater than {other}")
-
-
 def check_properties(model: str, props: dict[str, Any], out: Problems) -> dict[str, Any]:
     """The properties `model` needs, as the caller's strings; unrelated keys are dropped."""
-    p = "properties"
-    if model == "standard":
-        _amount(props, "unitPrice", p, model, out)
-        return {"unitPrice": props.get("unitPrice")}
-    if model == "dynamic":
-        low = _amount(props, "minPrice", p, model, out)
-        high = _amount(props, "maxPrice", p, model, out)
-        _ordered(low, high, f"{p}.minPrice", "maxPrice", out)
-        return {"minPrice": props.get("minPrice"), "maxPrice": props.get("maxPrice")}
-    if model == "percentage":
-        share = props.get("percentage")
-        if share is None:
-            out.add(f"{p}.percentage", "is required for the percentage model", "missing")
-        elif not isinstance(share, str) or not _PERCENTAGE.match(share):
-            out.add(
-                f"{p}.percentage",
-                "must be a decimal string between 0 and 10 with at most 4 decimal places, "
-                'such as "0.05" for 5%',
-            )
-        low = _amount(props, "minCharge", p, model, out)
-        high = _amount(props, "maxCharge", p, model, out)
-        _ordered(low, high, f"{p}.minCharge", "maxCharge", out)
-        return {"percentage": share, "minCharge": props.get("minCharge"), "maxCharge": props.get("maxCharge")}
-    _amount(props, "default", p, model, out)
-    params = props.get("parameters")
-    if not isinstance(params, dict):
-        out.add(
-            f"{p}.parameters",
-            'is required for the volume model: an object {"function": "linear", "gradient", "min", "max"}',
-            "missing" if params is None else "dict_type",
-        )
-        return {}
-    q = f"{p}.parameters"
-    if params.get("function") != "linear":
-        out.add(f"{q}.function", 'must be "linear", the only volume function')
-    _amount(params, "gradient", q, model, out, signed=True)
-    low = _amount(params, "min", q, model, out)
-    high = _amount(params, "max", q, model, out)
-    _ordered(low, high, f"{q}.min", "max", out)
-    keys = ("function", "gradient", "min", "max")
-    return {"default": props.get("default"), "parameters": {k: params.get(k) for k in keys}}
+    return pricing.model_for(model).check(props, out)
 
 
 def check_price(draft: PriceDraft, metric: BillableMetric | None) -> dict[str, Any]:
@@ -237,8 +156,8 @@ def check_price(draft: PriceDraft, metric: BillableMetric | None) -> dict[str, A
     out = Problems()
     cadence, model, term = draft.billing_cadence, draft.model, draft.payment_term
     if draft.fee_id is not None:
-        if model != "standard":
-            out.add("model", f"fee prices only support the standard model, not {model!r}")
+        if model != pricing.FEE_MODEL:
+            out.add("model", f"fee prices only support the {pricing.FEE_MODEL} model, not {model!r}")
         if term == "instant":
             out.add(
                 "paymentTerm",
@@ -255,7 +174,7 @@ def check_price(draft: PriceDraft, metric: BillableMetric | None) -> dict[str, A
         if model is None:
             out.add(
                 "model",
-                "is required for billable-metric prices: standard, dynamic, volume or percentage",
+                f"is required for billable-metric prices: {pricing.names_text()}",
                 "missing",
             )
         if term == "in_advance":
@@ -272,12 +191,14 @@ def check_price(draft: PriceDraft, metric: BillableMetric | None) -> dict[str, A
             "must be P0D or an ISO 8601 duration of 1 to 1000 years, months, weeks or days, "
             "such as P1M, P3M, P1Y, P7D or P2W",
         )
-    if draft.grant_discount_enabled and (draft.fee_id is not None or model != "standard"):
-        out.add("grantDiscountEnabled", "can only be true for standard billable-metric prices")
-    if model == "percentage" and metric is not None and not is_currency_code(metric.unit):
+    kind = pricing.MODELS.get(model) if model else None
+    if draft.grant_discount_enabled and (draft.fee_id is not None or not (kind and kind.discountable)):
+        discountable = pricing.names_text(tuple(m.name for m in pricing.MODELS.values() if m.discountable))
+        out.add("grantDiscountEnabled", f"can only be true for {discountable} billable-metric prices")
+    if kind and kind.prices_money and metric is not None and not is_currency_code(metric.unit):
         out.add(
             "model",
-            "the percentage model charges a share of a money amount, so the billable metric's unit must be "
+            f"the {model} model charges a share of a money amount, so the billable metric's unit must be "
             f"a 3-letter currency code such as USD; metric {metric.id} has unit {metric.unit!r}",
         )
     properties = check_properties(model, draft.properties, out) if model else {}
@@ -334,10 +255,7 @@ class PriceOut(WireModel):
 
     @classmethod
     def of(cls, row: Price, feature: Feature | None) -> PriceOut:
-        properties = dict(row.properties)
-        if row.model == "volume":
-            # SDK 0.6.3 only parses volume properties that carry `tiers`; a linear volume price has none.
-            properties["tiers"] = []
+        properties = pricing.model_for(row.model).view(row.properties)
         features = []
         if row.feature_id is not None and row.price_feature_id is not None:
             detail = None

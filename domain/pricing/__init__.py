@@ -1,7 +1,32 @@
-"""Price models (behaviour §3.4, D5–D7)."""
+"""Price models (behaviour §3.4, D5–D7, docs/api-extensions.md): one module per model behind a registry.
 
-from domain.pricing._legacy import *  # noqa: F403
-from domain.pricing._legacy import _prop  # noqa: F401
-from domain.pricing.base import PeriodUsage, RecordRule
+Each model checks its properties (the API's 400 messages), prices one record and prices a period. db/
+aggregates a period's events in SQL (under the model's RecordRule when it prices per record) and hands
+the PeriodUsage to `model_for(name).price_period`.
+"""
 
-__all__ = ["PeriodUsage", "RecordRule"]
+from domain.pricing.base import (
+    Charge,
+    PeriodUsage,
+    PriceModel,
+    PriceOutOfBounds,
+    PricePropertiesError,
+    Problems,
+    RecordRule,
+)
+from domain.pricing.registry import FEE_MODEL, MODELS, NAMES, model_for, names_text
+
+__all__ = [
+    "FEE_MODEL",
+    "MODELS",
+    "NAMES",
+    "Charge",
+    "PeriodUsage",
+    "PriceModel",
+    "PriceOutOfBounds",
+    "PricePropertiesError",
+    "Problems",
+    "RecordRule",
+    "model_for",
+    "names_text",
+]
