@@ -1,14 +1,22 @@
-"""An invoice's aggregates: live while its period can still change (D11), the stored columns once frozen."""
+"""An invoice's aggregates and lines: live while its period can still change (D11), stored once frozen.
+
+A live invoice is priced exactly as its period calculation will price it (db.billing's period_charges and
+price_lines), from the meter events and manual lines so far; nothing is written. A page of invoices is
+priced together: one query per kind of row and one aggregation round trip for every metered price on it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.billing import load_context, manual_lines, period_charges, price_lines
-from db.models import Invoice, Subscription
+from db.billing import charge_line, load_contexts, manual_lines_many, period_charges_many, price_lines
+from db.models import Invoice, LineItem, Subscription
+from domain.invoice import PricedLine
 
 # Usage and manual lines can still land on these; from CALCULATING on the stored columns are final.
 LIVE_STATUSES = frozenset({"ACTIVE", "CLOSING", "CLOSED"})
@@ -22,26 +30,70 @@ class Totals:
     item_count: int
 
 
+@dataclass(frozen=True)
+class LiveInvoice:
+    totals: Totals
+    # Transient rows (never added to a session) shaped as the period calculation will write them.
+    lines: list[LineItem]
+
+
 def stored_totals(invoice: Invoice) -> Totals:
     return Totals(invoice.subtotal, invoice.total_tax, invoice.grand_total, invoice.item_count)
 
 
-async def live_totals(session: AsyncSession, invoice: Invoice) -> Totals | None:
-    """The invoice's aggregates computed now, as the period calculation would, from the meter events and
-    manual lines so far; nothing is written. None for Invoice 0, which is never open."""
-    if invoice.sequence_number == 0:
-        return None
-    subscription = await session.get_one(Subscription, invoice.subscription_id)
-    ctx = await load_context(session, subscription)
-    charges = await period_charges(session, ctx, invoice)
-    totals = price_lines(ctx, invoice, charges, await manual_lines(session, invoice))
-    return Totals(totals.subtotal, totals.total_tax, totals.grand_total, len(totals.lines))
+def is_live(invoice: Invoice) -> bool:
+    """Invoice 0 is never open: it is written whole when the subscription is created."""
+    return invoice.status in LIVE_STATUSES and invoice.sequence_number > 0
+
+
+async def live_invoices(session: AsyncSession, invoices: Sequence[Invoice]) -> dict[str, LiveInvoice]:
+    """The live invoices among `invoices`, priced now, by invoice id."""
+    live = [invoice for invoice in invoices if is_live(invoice)]
+    if not live:
+        return {}
+    subscription_ids = {invoice.subscription_id for invoice in live}
+    subscriptions = {
+        s.id: s
+        for s in await session.scalars(select(Subscription).where(Subscription.id.in_(subscription_ids)))
+    }
+    contexts = await load_contexts(session, [subscriptions[invoice.subscription_id] for invoice in live])
+    pairs = list(zip(contexts, live, strict=True))
+    charges = await period_charges_many(session, pairs)
+    manual = await manual_lines_many(session, live)
+    views = {}
+    for (ctx, invoice), billed in zip(pairs, charges, strict=True):
+        priced = price_lines(ctx, invoice, billed, manual[invoice.id])
+        totals = Totals(priced.subtotal, priced.total_tax, priced.grand_total, len(priced.lines))
+        generated = zip(billed, priced.lines[: len(billed)], strict=True)
+        lines = [
+            charge_line(invoice, i, c, line, invoice.grace_period_end)
+            for i, (c, line) in enumerate(generated)
+        ]
+        for item, line in zip(manual[invoice.id], priced.lines[len(billed) :], strict=True):
+            lines.append(_manual(item, len(lines), line))
+        views[invoice.id] = LiveInvoice(totals, lines)
+    return views
+
+
+def _manual(item: LineItem, position: int, line: PricedLine) -> LineItem:
+    """A manual line as the invoice will show it once priced (taxed like every line), left untouched."""
+    copy = LineItem(**{attr.key: getattr(item, attr.key) for attr in inspect(LineItem).column_attrs})
+    copy.position = position
+    copy.subtotal, copy.tax_rate, copy.tax_total, copy.total = (
+        line.subtotal,
+        line.tax_rate,
+        line.tax,
+        line.total,
+    )
+    return copy
+
+
+async def current_totals_many(session: AsyncSession, invoices: Sequence[Invoice]) -> list[Totals]:
+    """What the API shows for each invoice: live for an open one, the frozen columns otherwise."""
+    live = await live_invoices(session, invoices)
+    return [live[i.id].totals if i.id in live else stored_totals(i) for i in invoices]
 
 
 async def current_totals(session: AsyncSession, invoice: Invoice) -> Totals:
-    """What the API shows: live for an open invoice when available, the frozen columns otherwise."""
-    if invoice.status in LIVE_STATUSES:
-        live = await live_totals(session, invoice)
-        if live is not None:
-            return live
-    return stored_totals(invoice)
+    (totals,) = await current_totals_many(session, [invoice])
+    return totals

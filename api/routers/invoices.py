@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from api.deps import Context as ApiContext
 from api.deps import Ctx, Page
-from api.errors import ApiError, conflict, forbidden, invalid, not_found
+from api.problems import ApiError, conflict, forbidden, invalid, not_found
 from api.schemas.invoices import (
     InvoiceLineItemOut,
     InvoiceLineItemsOut,
@@ -36,6 +36,7 @@ from api.schemas.invoices import (
 )
 from api.wire import ListResponse, list_envelope
 from db import invoice_totals
+from db.invoice_totals import LiveInvoice
 from db.models import BillableMetric, Fee, Invoice, LineItem, Plan, Subscription, TestClock
 from domain.ids import new_id
 from domain.money import (
@@ -68,13 +69,6 @@ def base_url(request: Request) -> str:
     return url
 
 
-async def present(
-    ctx: Ctx, request: Request, row: Invoice, lines: InvoiceLineItemsOut | None = None
-) -> InvoiceOut:
-    totals = await invoice_totals.current_totals(ctx.session, row)
-    return InvoiceOut.of(row, totals, base_url(request), lines)
-
-
 @router.get("", response_model=ListResponse[InvoiceOut])
 async def list_invoices(
     request: Request,
@@ -103,7 +97,10 @@ async def list_invoices(
     rows, total = await ctx.page(
         query, page, Invoice.created_at.desc(), Invoice.sequence_number.desc(), Invoice.id.desc()
     )
-    return list_envelope([await present(ctx, request, r) for r in rows], page, total)
+    # One pricing pass for the whole page: a live invoice's totals cost no query of its own.
+    totals = await invoice_totals.current_totals_many(ctx.session, rows)
+    url = base_url(request)
+    return list_envelope([InvoiceOut.of(r, t, url) for r, t in zip(rows, totals, strict=True)], page, total)
 
 
 # ---- billing line items: declared before /{id} so "lineItems" is not taken for an invoice id ----------
@@ -240,10 +237,13 @@ async def get_invoice(
     line_items_page_token: Annotated[str | None, Query(alias="lineItemsPageToken", max_length=2000)] = None,
 ) -> InvoiceOut:
     row = await ctx.owned(Invoice, id, "Invoice")
+    expand_lines = "lineItems" in expansions(expand)
+    live = await live_view(ctx, row)
     lines = None
-    if "lineItems" in expansions(expand):
-        lines = await line_page(ctx, row, line_items_limit, line_items_page_token, "lineItemsPageToken")
-    return await present(ctx, request, row, lines)
+    if expand_lines:
+        lines = await line_page(ctx, row, live, line_items_limit, line_items_page_token, "lineItemsPageToken")
+    totals = live.totals if live is not None else invoice_totals.stored_totals(row)
+    return InvoiceOut.of(row, totals, base_url(request), lines)
 
 
 @router.get("/{id}/lineItems", response_model=InvoiceLineItemsOut)
@@ -254,7 +254,12 @@ async def get_invoice_line_items(
     page_token: Annotated[str | None, Query(alias="pageToken", max_length=2000)] = None,
 ) -> InvoiceLineItemsOut:
     row = await ctx.owned(Invoice, id, "Invoice")
-    return await line_page(ctx, row, limit, page_token, "pageToken")
+    return await line_page(ctx, row, await live_view(ctx, row), limit, page_token, "pageToken")
+
+
+async def live_view(ctx: Ctx, invoice: Invoice) -> LiveInvoice | None:
+    """An open invoice's lines and totals so far (as its period calculation would write them)."""
+    return (await invoice_totals.live_invoices(ctx.session, [invoice])).get(invoice.id)
 
 
 def expansions(expand: str | None) -> set[str]:
@@ -288,15 +293,23 @@ def decode_token(token: str, invoice_id: str, field: str) -> tuple[int, str]:
 
 
 async def line_page(
-    ctx: Ctx, invoice: Invoice, limit: int, token: str | None, field: str
+    ctx: Ctx, invoice: Invoice, live: LiveInvoice | None, limit: int, token: str | None, field: str
 ) -> InvoiceLineItemsOut:
-    on_invoice = select(LineItem).where(LineItem.invoice_id == invoice.id)
-    total = await ctx.session.scalar(select(func.count()).select_from(on_invoice.subquery()))
-    query = on_invoice
-    if token is not None:
-        after = decode_token(token, invoice.id, field)
-        query = query.where(tuple_(LineItem.position, LineItem.id) > tuple_(*after))
-    rows = list(await ctx.session.scalars(query.order_by(LineItem.position, LineItem.id).limit(limit + 1)))
+    """A page of the invoice's lines: its live lines while it is open (quantities so far, the same lines
+    its totals count), the stored ones once frozen."""
+    after = decode_token(token, invoice.id, field) if token is not None else None
+    if live is not None:
+        total: int | None = len(live.lines)
+        rows = [r for r in live.lines if after is None or (r.position, r.id) > after][: limit + 1]
+    else:
+        on_invoice = select(LineItem).where(LineItem.invoice_id == invoice.id)
+        total = await ctx.session.scalar(select(func.count()).select_from(on_invoice.subquery()))
+        query = on_invoice
+        if after is not None:
+            query = query.where(tuple_(LineItem.position, LineItem.id) > tuple_(*after))
+        rows = list(
+            await ctx.session.scalars(query.order_by(LineItem.position, LineItem.id).limit(limit + 1))
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     metric_ids = {r.billable_metric_id for r in rows if r.billable_metric_id}

@@ -26,6 +26,8 @@ from db import invoice_totals
 from db.billing import load_context, metered_charges
 from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock
 from domain.durations import DurationFormatError, add_duration, parse_duration
+from domain.pricing import Charge as DomainCharge
+from domain.pricing import model_for
 
 router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
 page_router = APIRouter(include_in_schema=False)
@@ -142,6 +144,9 @@ async def _usage(session: AsyncSession, sub: Subscription, active: Invoice) -> l
             name=c.display_name,
             quantity=c.metered_quantity if c.metered_quantity is not None else c.quantity,
             unit=units.get(c.metric_id or "", ""),
+            rate=model_for(c.price.model).rate(
+                c.price.properties, DomainCharge(c.quantity, c.unit_price, c.amount)
+            ),
             amount=c.amount,
         )
         for c in charges

@@ -19,10 +19,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import invoice_totals
-from db.invoice_totals import Totals
+from db.invoice_totals import LiveInvoice, Totals
 from db.merchants import NewMerchant
-from db.models import Invoice, LineItem, Subscription
-from tests.factories import Factory
+from db.models import Invoice, LineItem, MeterEvent, PlanPrice, Price, Subscription
+from domain.ids import new_id
+from tests.factories import ANCHOR, Factory
 from tests.helpers import assert_error, field_errors, sdk063_python
 
 
@@ -193,11 +194,14 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Replaces the live calculation (the API server runs in this process) and records what it was asked."""
     asked: list[str] = []
 
-    async def fake(session: object, invoice: Invoice) -> Totals:
-        asked.append(invoice.id)
-        return Totals(Decimal("7.005"), Decimal("0.7"), Decimal("7.705"), 3)
+    async def fake(session: object, invoices: list[Invoice]) -> dict[str, LiveInvoice]:
+        live = [i.id for i in invoices if invoice_totals.is_live(i)]
+        asked.extend(live)
+        return {
+            i: LiveInvoice(Totals(Decimal("7.005"), Decimal("0.7"), Decimal("7.705"), 3), []) for i in live
+        }
 
-    monkeypatch.setattr(invoice_totals, "live_totals", fake)
+    monkeypatch.setattr(invoice_totals, "live_invoices", fake)
     yield asked
 
 
@@ -242,6 +246,80 @@ async def test_open_invoice_shows_live_figures_not_stale_columns(
     body = (await aclient.get(f"/v2/invoices/{invoice.id}")).json()
     # Nothing billable has happened in the period yet: the live figures are zero, whatever is stored.
     assert (body["status"], body["subtotal"], body["itemCount"]) == ("ACTIVE", "0.00", 0)
+
+
+async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, factory: Factory) -> None:
+    """An ACTIVE invoice lists the lines its live totals count, with the quantities so far, and each line
+    says which period it bills: the next period's in-advance fee carries that period."""
+    plan = await factory.plan()
+    metric = await factory.metric(aggregation="COUNT", event_type="api.call")
+    fee = await factory.fee()
+    prices = [
+        Price(
+            id=new_id("price"), **factory.tenant, billable_metric_id=metric.id, model="standard",
+            payment_term="in_arrears", properties={"unitPrice": "0.50"}, invoice_display_name="API calls",
+        ),
+        Price(
+            id=new_id("price"), **factory.tenant, fee_id=fee.id, model="standard", payment_term="in_advance",
+            billing_cadence="P1M", properties={"unitPrice": "20.00"}, invoice_display_name="Platform fee",
+        ),
+    ]  # fmt: skip
+    for position, price in enumerate(prices):
+        await factory.add(price)
+        await factory.add(PlanPrice(plan_id=plan.id, price_id=price.id, position=position))
+    sub = await factory.subscription(plan)
+    feb28, mar31 = datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)
+    invoice = await factory.invoice(sub, period_start=ANCHOR, period_end=feb28)
+    for at in (ANCHOR, ANCHOR + timedelta(days=3), feb28 - timedelta(seconds=1), feb28):  # the last is out
+        await factory.add(
+            MeterEvent(
+                id=new_id("event"), **factory.tenant, type="api.call", source="tests",
+                subject=sub.customer_id, data={}, timestamp=at, idempotency_key=new_id("event"),
+            )
+        )  # fmt: skip
+    await factory.line_item(
+        invoice, sub, type="manual", status="pending", display_name="Setup", quantity=Decimal(2),
+        unit_price=Decimal(5), invoice_at=ANCHOR + timedelta(days=1),
+    )  # fmt: skip
+
+    got = (await aclient.get(f"/v2/invoices/{invoice.id}")).json()
+    assert (got["status"], got["itemCount"], got["subtotal"], got["grandTotal"]) == (
+        "ACTIVE",
+        3,
+        "31.50",
+        "31.50",
+    )
+    body = (await aclient.get(f"/v2/invoices/{invoice.id}/lineItems")).json()
+    assert (body["invoiceId"], body["totalCount"], body["nextPageToken"]) == (invoice.id, 3, None)
+    lines = [
+        (
+            i["invoiceDisplayName"], i["eventType"], i["quantity"], i["unitPrice"], i["totalAmount"],
+            i["paymentTerm"], datetime.fromisoformat(i["periodStart"]),
+            datetime.fromisoformat(i["periodEnd"]),
+        )
+        for i in body["lineItems"]
+    ]  # fmt: skip
+    assert lines == [
+        ("API calls", "usage", 3, "0.50", "1.50", "in_arrears", ANCHOR, feb28),
+        ("Platform fee", "fee", 1, "20.00", "20.00", "in_advance", feb28, mar31),
+        ("Setup", "fee", 2, "5.00", "10.00", None, ANCHOR, feb28),
+    ]
+    assert body["lineItems"][0]["billableMetricId"] == metric.id
+    assert body["lineItems"][1]["eventSourceId"] == fee.id
+
+    # Token paging walks the same live lines; expand=lineItems shows them too.
+    first = (await aclient.get(f"/v2/invoices/{invoice.id}/lineItems", params={"limit": 2})).json()
+    rest = (
+        await aclient.get(
+            f"/v2/invoices/{invoice.id}/lineItems", params={"pageToken": first["nextPageToken"]}
+        )
+    ).json()
+    assert [i["invoiceDisplayName"] for i in first["lineItems"] + rest["lineItems"]] == [
+        line[0] for line in lines
+    ]
+    assert rest["nextPageToken"] is None
+    expanded = (await aclient.get(f"/v2/invoices/{invoice.id}", params={"expand": "lineItems"})).json()
+    assert expanded["lineItems"] == body and expanded["itemCount"] == 3
 
 
 async def test_list_filters_pages_and_orders_newest_first(
@@ -326,7 +404,7 @@ async def test_token_paging_walks_every_line_once(
     sdk: Paygentic, aclient: httpx.AsyncClient, factory: Factory
 ) -> None:
     sub = await factory.subscription()
-    invoice = await factory.invoice(sub)
+    invoice = await factory.invoice(sub, status="ISSUED")  # stored lines: frozen
     # Positions tie on purpose: the token must order by (position, id) and never repeat or skip a line.
     made = [await factory.line_item(invoice, sub, position=p // 2, display_name=f"l{p}") for p in range(5)]
     expected = [li.id for li in sorted(made, key=lambda li: (li.position, li.id))]
@@ -391,8 +469,8 @@ async def test_invalid_page_tokens_are_400(aclient: httpx.AsyncClient, factory: 
 
 async def test_token_of_another_invoice_is_refused(aclient: httpx.AsyncClient, factory: Factory) -> None:
     sub = await factory.subscription()
-    first = await factory.invoice(sub, sequence_number=1)
-    second = await factory.invoice(sub, sequence_number=2)
+    first = await factory.invoice(sub, sequence_number=1, status="ISSUED")
+    second = await factory.invoice(sub, sequence_number=2, status="ISSUED")
     for p in range(2):
         await factory.line_item(first, sub, position=p)
     token = (await aclient.get(f"/v2/invoices/{first.id}/lineItems", params={"limit": 1})).json()[
@@ -422,7 +500,7 @@ async def test_line_item_paging_bounds(
 
 async def test_invoice_line_item_mapping(aclient: httpx.AsyncClient, factory: Factory) -> None:
     sub = await factory.subscription()
-    invoice = await factory.invoice(sub)
+    invoice = await factory.invoice(sub, status="DRAFT")
     fee = await factory.fee(name="Platform", description="Monthly platform fee")
     await factory.line_item(
         invoice, sub, position=0, fee_id=fee.id, unit_price=Decimal("49"), tax_rate=Decimal("0.1")
@@ -981,7 +1059,7 @@ print(json.dumps(out))
 
 async def test_sdk_063_parses_invoices(api_url: str, merchant: NewMerchant, factory: Factory) -> None:
     sub = await factory.subscription()
-    invoice = await factory.invoice(sub, payment_session_id=None)
+    invoice = await factory.invoice(sub, status="DRAFT", payment_session_id=None)
     await factory.line_item(invoice, sub)
     run = await asyncio.to_thread(
         subprocess.run,
