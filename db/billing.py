@@ -307,6 +307,41 @@ def price_lines(
     return invoice_math.assemble(inputs, invoice.currency)
 
 
+def charge_line(
+    invoice: Invoice, position: int, charge: Charge, line: invoice_math.PricedLine, at: datetime
+) -> LineItem:
+    """The line item a priced charge becomes at position `position`: what write_invoice stores, and what a
+    live invoice lists before it is written (a transient row, id = its idempotency key, still pending)."""
+    key = f"{invoice.id}:{position}"
+    return LineItem(
+        id=key,
+        merchant_id=invoice.merchant_id,
+        environment=invoice.environment,
+        subscription_id=invoice.subscription_id,
+        invoice_id=invoice.id,
+        position=position,
+        type=charge.kind,
+        status="pending",
+        price_id=charge.price.id,
+        billable_metric_id=charge.metric_id,
+        fee_id=charge.fee_id,
+        display_name=charge.display_name,
+        currency=invoice.currency,
+        period_start=charge.period_start,
+        period_end=charge.period_end,
+        invoice_at=at,
+        payment_term=charge.payment_term,
+        quantity=charge.quantity,
+        metered_quantity=charge.metered_quantity,
+        unit_price=charge.unit_price,
+        subtotal=line.subtotal,
+        tax_rate=line.tax_rate,
+        tax_total=line.tax,
+        total=line.total,
+        idempotency_key=key,
+    )
+
+
 async def write_invoice(
     session: AsyncSession, ctx: BillingContext, invoice: Invoice, charges: list[Charge], at: datetime
 ) -> invoice_math.InvoiceTotals:
@@ -319,36 +354,9 @@ async def write_invoice(
     totals = price_lines(ctx, invoice, charges, manual)
     priced = totals.lines
     for position, (charge, line) in enumerate(zip(charges, priced[: len(charges)], strict=True)):
-        session.add(
-            LineItem(
-                id=new_id("line_item"),
-                merchant_id=invoice.merchant_id,
-                environment=invoice.environment,
-                subscription_id=invoice.subscription_id,
-                invoice_id=invoice.id,
-                position=position,
-                type=charge.kind,
-                status="invoiced",
-                price_id=charge.price.id,
-                billable_metric_id=charge.metric_id,
-                fee_id=charge.fee_id,
-                display_name=charge.display_name,
-                currency=invoice.currency,
-                period_start=charge.period_start,
-                period_end=charge.period_end,
-                invoice_at=at,
-                payment_term=charge.payment_term,
-                quantity=charge.quantity,
-                metered_quantity=charge.metered_quantity,
-                unit_price=charge.unit_price,
-                subtotal=line.subtotal,
-                tax_rate=line.tax_rate,
-                tax_total=line.tax,
-                total=line.total,
-                idempotency_key=f"{invoice.id}:{position}",
-                calculated_at=at,
-            )
-        )
+        item = charge_line(invoice, position, charge, line, at)
+        item.id, item.status, item.calculated_at = new_id("line_item"), "invoiced", at
+        session.add(item)
     for item, line in zip(manual, priced[len(charges) :], strict=True):
         item.status = "invoiced"
         item.subtotal, item.tax_rate, item.tax_total, item.total = (
