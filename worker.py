@@ -12,15 +12,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.health import HealthActivities
+from activities.heartbeat import HeartbeatInterceptor
 from activities.reconciler import ReconcilerActivities
 from activities.subscription import SubscriptionActivities
 from db.session import create_engine
 from settings import Settings
-from workflows.client import connect
+from workflows.client import connect, ensure_reconciler_schedule, ensure_search_attributes
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
-from workflows.schedules import ensure_reconciler_schedule
-from workflows.search_attributes import ensure_search_attributes
 from workflows.subscription import SubscriptionWorkflow
 
 WORKFLOWS = [PingWorkflow, SubscriptionWorkflow, ReconcilerWorkflow]
@@ -38,11 +37,12 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[health.check_database, *subscriptions.all(), reconciler.reconcile],
+        activities=[health.check_database, *subscriptions.all(), reconciler.reconcile_subscriptions],
         # A subscription continues as new every period, so each period pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
         # every recorded and freshly recorded history through the sandboxed Replayer (test_replay.py).
         workflow_runner=UnsandboxedWorkflowRunner(),
+        interceptors=[HeartbeatInterceptor()],
     )
 
 

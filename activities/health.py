@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-
-class DatabaseCheck(BaseModel):
-    server_version: str
+from workflows.ping import DatabaseCheck, HealthActivityDefs
 
 
-class HealthActivities:
+class HealthActivities(HealthActivityDefs):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

@@ -13,15 +13,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from db.models import Invoice, Subscription
 from db.session import session_factory
+from domain import status
+from workflows.client import start_subscription_workflow
 from workflows.ids import subscription_workflow_id
-from workflows.reconciler import ReconcileRequest, ReconcileResult
-from workflows.signals import start_subscription_workflow
+from workflows.reconciler import ReconcilerActivityDefs, ReconcileRequest, ReconcileResult
 
-UNFINISHED = ("CLOSING", "CLOSED", "CALCULATING")  # an invoice its workflow has still to finalize
 CONCURRENCY = 16
 
 
-class ReconcilerActivities:
+class ReconcilerActivities(ReconcilerActivityDefs):
     def __init__(self, engine: AsyncEngine, client: Client, task_queue: str) -> None:
         self.sessions = session_factory(engine)
         self.client = client
@@ -31,7 +31,7 @@ class ReconcilerActivities:
         """Subscriptions whose workflow must be running: not terminated, or terminated with an invoice the
         workflow has not finalized yet (it finishes only after its last one)."""
         unfinished = exists().where(
-            Invoice.subscription_id == Subscription.id, Invoice.status.in_(UNFINISHED)
+            Invoice.subscription_id == Subscription.id, Invoice.status.in_(status.INVOICE_AWAITING_FINALIZE)
         )
         query = select(Subscription.id).where(
             or_(Subscription.status != "terminated", unfinished),
@@ -57,8 +57,8 @@ class ReconcilerActivities:
         activity.logger.warning("started the missing workflow of subscription %s", subscription_id)
         return True
 
-    @activity.defn(name="reconcile_subscriptions")
-    async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
+    @activity.defn
+    async def reconcile_subscriptions(self, request: ReconcileRequest) -> ReconcileResult:
         owing = await self._owing(timedelta(seconds=request.min_age_seconds), request.merchant_id)
         gate = asyncio.Semaphore(CONCURRENCY)
 

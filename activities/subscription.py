@@ -5,28 +5,34 @@ result, so a crash anywhere never doubles an invoice."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import outbox
 from db.base import Base
-from db.billing import BillingContext, load_context, period_charges, write_invoice
+from db.billing import BillingContext, fee_charges, load_context, period_charges, write_invoice
 from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
 from db.session import session_factory
 from db.subscriptions import invoice_number, invoice_snapshot, open_checkout, snapshot
+from domain import status
 from domain.durations import parse_duration
 from domain.ids import new_id
+from domain.money import format_money
 from domain.periods import period_bounds
+from workflows.subscription_activities import SubscriptionActivityDefs
 from workflows.subscription_messages import (
     WORKFLOW_VERSION,
     ClosePeriod,
+    CreateInvoice0,
     ExpireActivation,
     FinalizeInvoice,
+    Invoice0Created,
     InvoiceOutcome,
     LoadState,
     OpenPeriod,
@@ -41,18 +47,55 @@ from workflows.subscription_messages import (
 )
 
 PERIOD_INVOICE_CHECKOUT = timedelta(days=30)  # how long a period invoice's checkout stays payable
-FINALIZED = ("DRAFT", "ISSUED", "PAYMENT_FAILED", "PAID", "CANCELLED", "WRITTEN_OFF")
 
 
-def _transition(invoice: Invoice, status: str, at: datetime) -> None:
+def _checked(machine: status.Machine, current: str, wanted: str) -> None:
+    try:
+        machine.check(current, wanted)
+    except status.IllegalTransition as exc:
+        raise ApplicationError(str(exc), type="IllegalTransition", non_retryable=True) from None
+
+
+def _transition(invoice: Invoice, wanted: str, at: datetime) -> None:
     """Record each status change in the invoice's metadata: its history is part of the API object."""
+    _checked(status.INVOICE, invoice.status, wanted)
     history = list((invoice.metadata_ or {}).get("transitions", []))
-    history.append({"from": invoice.status, "to": status, "at": at.isoformat()})
+    history.append({"from": invoice.status, "to": wanted, "at": at.isoformat()})
     invoice.metadata_ = {**(invoice.metadata_ or {}), "transitions": history}
-    invoice.status = status
+    invoice.status = wanted
 
 
-class SubscriptionActivities:
+def _new_invoice(
+    sub: Subscription, sequence_number: int, start: datetime, end: datetime, *, grace_period_end: datetime,
+    status: str,
+) -> Invoice:  # fmt: skip
+    return Invoice(
+        id=new_id("invoice"),
+        merchant_id=sub.merchant_id,
+        environment=sub.environment,
+        subscription_id=sub.id,
+        customer_id=sub.customer_id,
+        sequence_number=sequence_number,
+        currency=sub.currency,
+        billing_anchor=sub.billing_anchor,
+        billing_cadence=sub.billing_cadence,
+        period_start=start,
+        period_end=end,
+        grace_period_end=grace_period_end,
+        status=status,
+        auto_approve=True,
+        is_final=False,
+        invoice_number=invoice_number(sub.id, sequence_number),
+        metadata_={"transitions": []},
+    )
+
+
+def _set_status(sub: Subscription, wanted: str) -> None:
+    _checked(status.SUBSCRIPTION, sub.status, wanted)
+    sub.status = wanted
+
+
+class SubscriptionActivities(SubscriptionActivityDefs):
     def __init__(self, engine: AsyncEngine, grace_period: timedelta) -> None:
         self.sessions = session_factory(engine)
         self.grace = grace_period
@@ -121,8 +164,8 @@ class SubscriptionActivities:
             .with_for_update()
         )
 
-    @activity.defn(name="load_subscription_state")
-    async def load_state(self, request: LoadState) -> SubscriptionState:
+    @activity.defn
+    async def load_subscription_state(self, request: LoadState) -> SubscriptionState:
         async with self.sessions() as session:
             sub = await self._subscription(session, request.subscription_id)
             invoices = list(
@@ -147,19 +190,66 @@ class SubscriptionActivities:
                 test_clock_id=sub.test_clock_id,
                 clock_now=clock.current_time if clock else None,
                 activation_deadline=deadline,
-                invoice0_id=invoice0.id if invoice0 else None,
+                needs_invoice0=invoice0 is None,
                 current_period=active.sequence_number if active else sub.current_period,
                 current_period_end=active.period_end if active else None,
                 ending_at=sub.ending_at,
                 pending_closes=[
                     PendingClose(sequence_number=i.sequence_number, grace_period_end=i.grace_period_end)
                     for i in invoices
-                    if i.status in ("CLOSING", "CLOSED", "CALCULATING")
+                    if i.status in status.INVOICE_AWAITING_FINALIZE
                 ],
                 workflow_version=WORKFLOW_VERSION,
             )
 
-    @activity.defn(name="open_period")
+    @activity.defn
+    async def create_invoice0(self, request: CreateInvoice0) -> Invoice0Created:
+        """Invoice 0 with the first period's in-advance charges, and the checkout that gates activation
+        (D10); a zero-total Invoice 0 is paid at once and activates the subscription."""
+        async with self.sessions() as session:
+            sub, invoice0 = await self._opening(session, request.subscription_id, 0)
+            if invoice0 is None:
+                invoice0 = await self._write_invoice0(session, sub)
+                await session.commit()
+            payment = (
+                await session.get(PaymentSession, invoice0.payment_session_id)
+                if invoice0.payment_session_id
+                else None
+            )
+            return Invoice0Created(
+                invoice_id=invoice0.id,
+                status=sub.status,
+                activation_deadline=payment.expires_at
+                if payment and sub.status == "pending_payment"
+                else None,
+            )
+
+    async def _write_invoice0(self, session: AsyncSession, sub: Subscription) -> Invoice:
+        clock = await session.get(TestClock, sub.test_clock_id) if sub.test_clock_id else None
+        now = clock.current_time if clock is not None else datetime.now(UTC)
+        start, end = period_bounds(sub.billing_anchor, parse_duration(sub.billing_cadence), 0)
+        invoice0 = _new_invoice(sub, 0, start, end, grace_period_end=start, status="CALCULATING")
+        invoice0.issued_at = now
+        session.add(invoice0)
+        await session.flush()
+        ctx = await load_context(session, sub)
+        charges = fee_charges(ctx, "in_advance", start, end, first_period=True)
+        totals = await write_invoice(session, ctx, invoice0, charges, now)
+        outbox.record(session, sub.merchant_id, sub.environment, "subscription.created.v0", snapshot(sub))
+        if totals.grand_total == 0:
+            self._paid(session, sub, invoice0, now)
+            _set_status(sub, "active")
+            sub.activated_at = now
+        else:
+            _transition(invoice0, "DRAFT", now)
+            _transition(invoice0, "ISSUED", now)
+            open_checkout(session, sub, invoice0, now + timedelta(minutes=sub.session_expiry_minutes))
+            outbox.record(
+                session, sub.merchant_id, sub.environment, "invoice.issued.v0", invoice_snapshot(invoice0)
+            )
+        return invoice0
+
+    @activity.defn
     async def open_period(self, request: OpenPeriod) -> PeriodInfo:
         """Invoice n goes ACTIVE for service period n; a period reaching endingAt is the final one."""
         async with self.sessions() as session:
@@ -171,25 +261,15 @@ class SubscriptionActivities:
                 final = sub.ending_at is not None and sub.ending_at <= end
                 if sub.ending_at is not None and final:
                     end = max(start, sub.ending_at)
-                invoice = Invoice(
-                    id=new_id("invoice"),
-                    merchant_id=sub.merchant_id,
-                    environment=sub.environment,
-                    subscription_id=sub.id,
-                    customer_id=sub.customer_id,
-                    sequence_number=request.sequence_number,
-                    currency=sub.currency,
-                    billing_anchor=sub.billing_anchor,
-                    billing_cadence=sub.billing_cadence,
-                    period_start=start,
-                    period_end=end,
+                invoice = _new_invoice(
+                    sub,
+                    request.sequence_number,
+                    start,
+                    end,
                     grace_period_end=end + self.grace,
                     status="ACTIVE",
-                    auto_approve=True,
-                    is_final=final,
-                    invoice_number=invoice_number(sub.id, request.sequence_number),
-                    metadata_={"transitions": []},
                 )
+                invoice.is_final = final
                 session.add(invoice)
                 sub.current_period = request.sequence_number
                 await session.flush()
@@ -210,7 +290,7 @@ class SubscriptionActivities:
                 is_final=invoice.is_final,
             )
 
-    @activity.defn(name="close_period")
+    @activity.defn
     async def close_period(self, request: ClosePeriod) -> PeriodClosed:
         """ACTIVE → CLOSING at periodEnd; a final period (endingAt) also terminates the subscription (D12)."""
         async with self.sessions() as session:
@@ -223,7 +303,8 @@ class SubscriptionActivities:
                 _transition(invoice, "CLOSING", invoice.period_end)
             terminated = False
             if invoice.is_final and sub.status != "terminated":
-                sub.status, sub.terminated_at = "terminated", invoice.period_end
+                _set_status(sub, "terminated")
+                sub.terminated_at = invoice.period_end
                 sub.terminated_by, sub.termination_reason = "system", "endingAt reached"
                 outbox.record(
                     session, sub.merchant_id, sub.environment, "subscription.cancelled.v0", snapshot(sub)
@@ -235,34 +316,78 @@ class SubscriptionActivities:
             await session.commit()
             return PeriodClosed(pending=pending, terminated=terminated or sub.status == "terminated")
 
-    @activity.defn(name="finalize_invoice")
+    @activity.defn
     async def finalize_invoice(self, request: FinalizeInvoice) -> InvoiceOutcome:
         """At gracePeriodEnd: CLOSED → CALCULATING → DRAFT → ISSUED (auto-approved) → PAID with autoCharge.
 
         One transaction: the lines, totals and status change commit together, so a retry either redoes all
-        of it or finds the invoice already past DRAFT and returns it unchanged.
+        of it or finds the invoice already past DRAFT and returns it unchanged. A calculation that fails in
+        a way no retry can fix (amounts beyond NUMERIC(38, 9) or exact decimal arithmetic) marks the
+        invoice FAILED instead of retrying for ever: the subscription bills on, an operator looks at it.
         """
+        try:
+            async with self.sessions() as session:
+                # Only the invoice is locked (manual lines lock it too): the subscription's next period opens
+                # meanwhile, and whatever changes the subscription itself runs in the workflow, one at a time.
+                sub, invoice, plan, customer = await self._period(
+                    session, request.subscription_id, request.sequence_number, lock=Invoice
+                )
+                if invoice.status not in status.INVOICE_FINALIZED:
+                    ctx = await load_context(session, sub, plan, customer)
+                    await self._calculate(session, ctx, invoice, request.at)
+                    await session.commit()
+                    await session.refresh(invoice)
+                return self._outcome(invoice)
+        except (DataError, ArithmeticError) as exc:
+            return await self._fail(request, exc)
+
+    @staticmethod
+    def _outcome(invoice: Invoice) -> InvoiceOutcome:
+        """From the stored row, so a retry answers exactly as the first attempt did."""
+        failure = (invoice.metadata_ or {}).get("failure")
+        return InvoiceOutcome(
+            invoice_id=invoice.id,
+            status=invoice.status,
+            grand_total=format_money(invoice.grand_total, invoice.currency),
+            failure=failure["message"] if failure else None,
+        )
+
+    async def _fail(self, request: FinalizeInvoice, exc: Exception) -> InvoiceOutcome:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = (
+            f"the calculation failed and no retry can fix it ({type(exc).__name__}: {reason[:200]}); the "
+            "period's usage holds values beyond what billing can represent; correct the meter events, then "
+            "ask an operator to recalculate the invoice"
+        )
         async with self.sessions() as session:
-            # Only the invoice is locked (manual lines lock it too): the subscription's next period opens
-            # meanwhile, and whatever changes the subscription itself runs in the workflow, one at a time.
-            sub, invoice, plan, customer = await self._period(
+            _, invoice, _, _ = await self._period(
                 session, request.subscription_id, request.sequence_number, lock=Invoice
             )
-            if invoice.status not in FINALIZED:
-                ctx = await load_context(session, sub, plan, customer)
-                await self._calculate(session, ctx, invoice, request.at)
+            if invoice.status not in status.INVOICE_FINALIZED:
+                for step in ("CLOSED", "CALCULATING", "FAILED"):
+                    if invoice.status != step:
+                        _transition(invoice, step, request.at)
+                invoice.metadata_ = {
+                    **(invoice.metadata_ or {}),
+                    "failure": {
+                        "type": "CalculationFailed",
+                        "message": message,
+                        "at": request.at.isoformat(),
+                    },
+                }
                 await session.commit()
-            return InvoiceOutcome(
-                invoice_id=invoice.id, status=invoice.status, grand_total=str(invoice.grand_total)
-            )
+                activity.logger.error(
+                    "invoice %s of subscription %s FAILED: %s", invoice.id, request.subscription_id, message
+                )
+            return self._outcome(invoice)
 
     async def _calculate(
         self, session: AsyncSession, ctx: BillingContext, invoice: Invoice, at: datetime
     ) -> None:
         sub = ctx.subscription
-        for status in ("CLOSED", "CALCULATING"):
-            if invoice.status != status:
-                _transition(invoice, status, at)
+        for step in ("CLOSED", "CALCULATING"):
+            if invoice.status != step:
+                _transition(invoice, step, at)
         charges = await period_charges(session, ctx, invoice)
         totals = await write_invoice(session, ctx, invoice, charges, at)
         _transition(invoice, "DRAFT", at)
@@ -282,7 +407,7 @@ class SubscriptionActivities:
         invoice.paid_at, invoice.paid_amount = at, invoice.grand_total
         outbox.record(session, sub.merchant_id, sub.environment, "invoice.paid.v0", invoice_snapshot(invoice))
 
-    @activity.defn(name="record_payment")
+    @activity.defn
     async def record_payment(self, request: RecordPayment) -> PaymentOutcome:
         """A completed checkout pays its invoice (Invoice 0 also activates); a declined one is recorded."""
         async with self.sessions() as session:
@@ -291,29 +416,32 @@ class SubscriptionActivities:
             invoice = await session.get(Invoice, request.invoice_id, with_for_update=True)
             if payment is None or invoice is None or payment.invoice_id != invoice.id:
                 return PaymentOutcome(applied=False, activated=False)
-            if payment.status == "completed" or invoice.status not in ("ISSUED", "PAYMENT_FAILED"):
+            if payment.status == "completed" or invoice.status not in status.INVOICE_PAYABLE:
                 # A retry after this activity's own commit (or a repeated signal) must still tell the
                 # workflow that Invoice 0 activated the subscription, or it would later expire it.
                 done = payment.status == "completed" and invoice.sequence_number == 0
                 return PaymentOutcome(applied=False, activated=done and sub.status == "active")
             if not request.succeeded:
+                _checked(status.PAYMENT_SESSION, payment.status, "declined")
                 payment.status = "declined"
-                if invoice.sequence_number > 0:
+                if invoice.sequence_number > 0 and invoice.status != "PAYMENT_FAILED":
                     _transition(invoice, "PAYMENT_FAILED", request.at)
                 await session.commit()
                 return PaymentOutcome(applied=True, activated=False)
+            _checked(status.PAYMENT_SESSION, payment.status, "completed")
             payment.status, payment.completed_at = "completed", request.at
             self._paid(session, sub, invoice, request.at)
             activated = invoice.sequence_number == 0 and sub.status == "pending_payment"
             if activated:
-                sub.status, sub.activated_at = "active", request.at
+                _set_status(sub, "active")
+                sub.activated_at = request.at
                 outbox.record(
                     session, sub.merchant_id, sub.environment, "subscription.updated.v0", snapshot(sub)
                 )
             await session.commit()
             return PaymentOutcome(applied=True, activated=activated)
 
-    @activity.defn(name="expire_activation")
+    @activity.defn
     async def expire_activation(self, request: ExpireActivation) -> Terminated:
         """Invoice 0's checkout expired unpaid: Invoice 0 CANCELLED, subscription terminated by system."""
         return await self._terminate(
@@ -326,8 +454,8 @@ class SubscriptionActivities:
             expired=True,
         )
 
-    @activity.defn(name="terminate_subscription")
-    async def terminate(self, request: Terminate) -> Terminated:
+    @activity.defn
+    async def terminate_subscription(self, request: Terminate) -> Terminated:
         return await self._terminate(request, expired=False)
 
     async def _terminate(self, request: Terminate, *, expired: bool) -> Terminated:
@@ -342,12 +470,13 @@ class SubscriptionActivities:
                     closed=await self._final_close(session, sub),
                 )
             was_pending = sub.status == "pending_payment"
-            sub.status, sub.terminated_at = "terminated", request.at
+            _set_status(sub, "terminated")
+            sub.terminated_at = request.at
             sub.terminated_by, sub.termination_reason = request.terminated_by, request.reason
             closed = None
             if was_pending:
                 invoice0 = await self._invoice(session, sub.id, 0)
-                if invoice0 is not None and invoice0.status not in ("PAID", "CANCELLED"):
+                if invoice0 is not None and status.INVOICE.may(invoice0.status, "CANCELLED"):
                     _transition(invoice0, "CANCELLED", request.at)
                     outbox.record(
                         session,
@@ -359,7 +488,7 @@ class SubscriptionActivities:
                     if invoice0.payment_session_id:
                         payment = await session.get(PaymentSession, invoice0.payment_session_id)
                         # A declined checkout stays payable until it expires (api/routers/payments.py).
-                        if payment is not None and payment.status in ("open", "declined"):
+                        if payment is not None and payment.status in status.PAYMENT_SESSION_PAYABLE:
                             payment.status = "expired" if expired else "cancelled"
             else:
                 active = await session.scalar(
@@ -386,7 +515,7 @@ class SubscriptionActivities:
             select(Invoice).where(
                 Invoice.subscription_id == sub.id,
                 Invoice.is_final.is_(True),
-                Invoice.status.in_(("CLOSING", "CLOSED", "CALCULATING")),
+                Invoice.status.in_(status.INVOICE_AWAITING_FINALIZE),
             )
         )
         if final is None:
@@ -395,11 +524,12 @@ class SubscriptionActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [
-            self.load_state,
+            self.load_subscription_state,
+            self.create_invoice0,
             self.open_period,
             self.close_period,
             self.finalize_invoice,
             self.record_payment,
             self.expire_activation,
-            self.terminate,
+            self.terminate_subscription,
         ]

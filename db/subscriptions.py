@@ -1,21 +1,18 @@
-"""Creating a subscription's records: the row, Invoice 0 with the first period's in-advance charges, and the
-checkout session that gates activation (D10). Everything later is written by the subscription's workflow."""
+"""A subscription's rows: the API inserts the subscription; Invoice 0, its checkout (D10) and everything
+later are written by the subscription's workflow (activities/subscription.py) with the helpers here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db import outbox
-from db.billing import fee_charges, load_context, write_invoice
 from db.models import Customer, Invoice, PaymentSession, Plan, Subscription
-from domain.durations import parse_duration
 from domain.ids import new_id
-from domain.periods import period_bounds, truncate_to_hour
+from domain.periods import truncate_to_hour
 
 
 @dataclass(frozen=True)
@@ -75,9 +72,9 @@ def open_checkout(session: AsyncSession, sub: Subscription, invoice: Invoice, ex
     invoice.payment_session_id = payment.id
 
 
-async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> Subscription:
-    """Insert the subscription, Invoice 0 and (when something is due) its payment session; not committed."""
-    anchor = truncate_to_hour(new.started_at)
+async def insert(session: AsyncSession, new: NewSubscription) -> Subscription:
+    """Insert the subscription row (pending_payment until its workflow writes Invoice 0); not committed.
+    Flushed, so a concurrent create for the same customer and plan fails here on the live index."""
     sub = Subscription(
         id=new_id("subscription"),
         merchant_id=new.merchant_id,
@@ -88,7 +85,7 @@ async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> 
         status="pending_payment",
         started_at=new.started_at,
         ending_at=new.ending_at,
-        billing_anchor=anchor,
+        billing_anchor=truncate_to_hour(new.started_at),
         billing_cadence=new.plan.billing_cadence,
         currency=new.plan.currency,
         auto_charge=new.auto_charge,
@@ -103,44 +100,4 @@ async def create(session: AsyncSession, new: NewSubscription, now: datetime) -> 
     )
     session.add(sub)
     await session.flush()
-
-    start, end = period_bounds(anchor, parse_duration(sub.billing_cadence), 0)
-    invoice0 = Invoice(
-        id=new_id("invoice"),
-        merchant_id=sub.merchant_id,
-        environment=sub.environment,
-        subscription_id=sub.id,
-        customer_id=sub.customer_id,
-        sequence_number=0,
-        currency=sub.currency,
-        billing_anchor=anchor,
-        billing_cadence=sub.billing_cadence,
-        period_start=start,
-        period_end=end,
-        grace_period_end=start,
-        status="CALCULATING",
-        auto_approve=True,
-        metadata_={"transitions": []},
-    )
-    session.add(invoice0)
-    await session.flush()
-    ctx = await load_context(session, sub, new.plan, new.customer)
-    totals = await write_invoice(
-        session, ctx, invoice0, fee_charges(ctx, "in_advance", start, end, first_period=True), now
-    )
-    invoice0.invoice_number = invoice_number(sub.id, 0)
-    invoice0.issued_at = now
-    outbox.record(session, sub.merchant_id, sub.environment, "subscription.created.v0", snapshot(sub))
-    if totals.grand_total == 0:
-        invoice0.status, invoice0.paid_at = "PAID", now
-        sub.status, sub.activated_at = "active", now
-        outbox.record(
-            session, sub.merchant_id, sub.environment, "invoice.paid.v0", invoice_snapshot(invoice0)
-        )
-    else:
-        invoice0.status = "ISSUED"
-        open_checkout(session, sub, invoice0, now + timedelta(minutes=sub.session_expiry_minutes))
-        outbox.record(
-            session, sub.merchant_id, sub.environment, "invoice.issued.v0", invoice_snapshot(invoice0)
-        )
     return sub

@@ -1,10 +1,182 @@
-"""Temporal client construction: every client and worker uses the pydantic data converter."""
+"""Client-side helpers: everything that talks to the Temporal server from outside a workflow (the API, the
+worker's start-up, activities, the CLI). The workflow modules beside this one stay deterministic and do no
+I/O; this module connects, starts and messages workflows, keeps the Schedules and registers search
+attributes.
+
+Every start is idempotent (`USE_EXISTING`): a repeated create, a reconciler pass and a payment all find the
+running workflow, or start it when a crash (or the end of the workflow) left none. Payments use
+signal-with-start so that an invoice paid after its subscription's workflow finished still reaches a (new)
+run of it.
+"""
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WithStartWorkflowOperation,
+)
+from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows import search_attributes as sa
+from workflows.ids import subscription_workflow_id
+from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
+from workflows.subscription import SubscriptionWorkflow
+from workflows.subscription_messages import (
+    AwaitCreated,
+    Created,
+    PaymentCompleted,
+    PaymentDeclined,
+    SubscriptionInput,
+)
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
+    """Every client and worker uses the pydantic data converter (Decimal and date need it)."""
     return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+
+
+# ---- subscriptions ---------------------------------------------------------------------------------------
+
+
+async def start_subscription_workflow(
+    client: Client, task_queue: str, subscription_id: str, signal: str | None = None, message: Any = None
+) -> None:
+    """Start the subscription's workflow unless it runs; with `signal`, deliver `message` to it either way."""
+    await client.start_workflow(
+        SubscriptionWorkflow.run,
+        SubscriptionInput(subscription_id=subscription_id),
+        id=subscription_workflow_id(subscription_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=signal,
+        start_signal_args=[message] if signal else [],
+    )
+
+
+async def create_subscription(client: Client, task_queue: str, subscription_id: str) -> Created:
+    """Start the subscription's workflow (or find it) and wait until it has written Invoice 0 and, when
+    Invoice 0 is free, the activation: one update-with-start round trip. A repeated create finds the same
+    run and gets the same answer."""
+    start = WithStartWorkflowOperation(
+        SubscriptionWorkflow.run,
+        SubscriptionInput(subscription_id=subscription_id),
+        id=subscription_workflow_id(subscription_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return await client.execute_update_with_start_workflow(
+        SubscriptionWorkflow.await_created,
+        AwaitCreated(subscription_id=subscription_id),
+        start_workflow_operation=start,
+    )
+
+
+async def send_payment_completed(
+    client: Client, task_queue: str, subscription_id: str, message: PaymentCompleted
+) -> None:
+    await start_subscription_workflow(client, task_queue, subscription_id, "payment_completed", message)
+
+
+async def send_payment_declined(
+    client: Client, task_queue: str, subscription_id: str, message: PaymentDeclined
+) -> None:
+    await start_subscription_workflow(client, task_queue, subscription_id, "payment_declined", message)
+
+
+# ---- schedules -------------------------------------------------------------------------------------------
+
+
+def reconciler_schedule(task_queue: str, every: timedelta) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcilerWorkflow.run,
+            ReconcileRequest(),
+            id="reconciler",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        # A slow pass is not doubled by the next one.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_reconciler_schedule(client: Client, task_queue: str, every: timedelta) -> None:
+    """Create the reconciler's Schedule, or update it to this worker's task queue and interval."""
+    schedule = reconciler_schedule(task_queue, every)
+    try:
+        await client.create_schedule(RECONCILER_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(RECONCILER_SCHEDULE_ID).update(replace)
+
+
+# ---- search attributes -----------------------------------------------------------------------------------
+
+
+class SearchAttributeConflict(RuntimeError):
+    """A search attribute exists under our name with another type; Temporal cannot change its type."""
+
+
+def _indexed_type(key: SearchAttributeKey[Any]) -> IndexedValueType.ValueType:
+    return IndexedValueType.ValueType(int(key.indexed_value_type))
+
+
+async def _existing(client: Client, namespace: str) -> dict[str, IndexedValueType.ValueType] | None:
+    """Registered custom attributes, or None where the server cannot list them (the time-skipping server)."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.UNIMPLEMENTED:
+            return None
+        raise
+    return dict(listed.custom_attributes)
+
+
+async def ensure_search_attributes(client: Client, namespace: str = "default") -> list[str]:
+    """Register every Accrue search attribute that is missing; returns the names added.
+
+    Idempotent and safe to run concurrently: an attribute that appears meanwhile counts as present.
+    """
+    existing = await _existing(client, namespace)
+    added: list[str] = []
+    for key in sa.ALL:
+        wanted = _indexed_type(key)
+        if existing is not None and key.name in existing:
+            if existing[key.name] != wanted:
+                raise SearchAttributeConflict(
+                    f"search attribute {key.name} exists in namespace {namespace!r} with type "
+                    f"{IndexedValueType.Name(existing[key.name])}, expected {IndexedValueType.Name(wanted)}"
+                )
+            continue
+        # One request per attribute: a batch fails as a whole when any one of them already exists.
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes={key.name: wanted})
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+            continue
+        added.append(key.name)
+    return added

@@ -5,11 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import BaseModel
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-
-with workflow.unsafe.imports_passed_through():
-    from activities.health import DatabaseCheck, HealthActivities
 
 
 class PingInput(BaseModel):
@@ -22,12 +19,24 @@ class PingResult(BaseModel):
     server_version: str
 
 
+class DatabaseCheck(BaseModel):
+    server_version: str
+
+
+class HealthActivityDefs:
+    """Declared here, implemented by activities.health.HealthActivities (the name is the method's)."""
+
+    @activity.defn
+    async def check_database(self) -> DatabaseCheck:
+        raise NotImplementedError
+
+
 @workflow.defn
 class PingWorkflow:
     @workflow.run
     async def run(self, request: PingInput) -> PingResult:
         check: DatabaseCheck = await workflow.execute_activity_method(
-            HealthActivities.check_database,
+            HealthActivityDefs.check_database,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=RetryPolicy(maximum_attempts=3),
             summary="check database",

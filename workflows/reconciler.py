@@ -1,7 +1,7 @@
 """The reconciler: design.md's invariant that every subscription still owing work has a running workflow.
 
 A crash between the API's commit and its workflow start, or an operator terminating a workflow by hand, leaves
-a subscription without one. A Temporal Schedule (`accrue-reconciler`, workflows/schedules.py) runs this
+a subscription without one. A Temporal Schedule (`accrue-reconciler`, workflows/client.py) runs this
 workflow every few minutes; its activity starts whatever is missing, idempotently.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import BaseModel
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 RECONCILER_SCHEDULE_ID = "accrue-reconciler"
@@ -27,16 +27,23 @@ class ReconcileResult(BaseModel):
     started: list[str] = []  # the subscription ids whose workflow was missing and is now started
 
 
+class ReconcilerActivityDefs:
+    """Declared here, implemented by activities.reconciler.ReconcilerActivities (the name is the method's)."""
+
+    @activity.defn
+    async def reconcile_subscriptions(self, request: ReconcileRequest) -> ReconcileResult:
+        raise NotImplementedError
+
+
 @workflow.defn
 class ReconcilerWorkflow:
     @workflow.run
     async def run(self, request: ReconcileRequest) -> ReconcileResult:
-        result: ReconcileResult = await workflow.execute_activity(
-            "reconcile_subscriptions",
+        return await workflow.execute_activity_method(
+            ReconcilerActivityDefs.reconcile_subscriptions,
             request,
-            result_type=ReconcileResult,
             start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=3),
             summary="start missing subscription workflows",
         )
-        return result

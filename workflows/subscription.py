@@ -3,8 +3,12 @@
 It gates activation on Invoice 0, opens and closes every service period, finalizes each invoice once its
 grace window has passed, records payments and carries out termination. Time comes from one place: the
 workflow clock for real subscriptions, the test clock's reading (pushed by the `advance_clock` update) for
-clock-bound ones, so tests and test clocks exercise the production path. It continues as new after each
-period boundary, carrying its small state explicitly.
+clock-bound ones, so tests and test clocks exercise the production path. It continues as new every
+CONTINUE_AS_NEW_PERIODS periods or when Temporal suggests it (after each period before version 3), carrying
+its small state explicitly.
+
+Since version 3 it also writes Invoice 0: the API stores the subscription row and starts this workflow with
+the `await_created` update (update-with-start), which answers once `create_invoice0` has run.
 """
 
 from __future__ import annotations
@@ -12,31 +16,32 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.types import MethodAsyncSingleParam
 
 # Pure data modules, imported once for all runs instead of re-imported in every sandboxed run (each
 # continue-as-new is a new run).
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
+    from workflows.subscription_activities import SubscriptionActivityDefs as Activities
     from workflows.subscription_messages import (
         WORKFLOW_VERSION,
+        AwaitCreated,
         ClockAdvance,
         ClockAdvanced,
         ClosePeriod,
+        Created,
+        CreateInvoice0,
         ExpireActivation,
         FinalizeInvoice,
-        InvoiceOutcome,
         LoadState,
         OpenPeriod,
         PaymentCompleted,
         PaymentDeclined,
-        PaymentOutcome,
-        PeriodClosed,
-        PeriodInfo,
         RecordPayment,
         SubscriptionInput,
         SubscriptionState,
@@ -47,14 +52,23 @@ with workflow.unsafe.imports_passed_through():
     )
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-TIMEOUT = timedelta(seconds=60)
+# Every activity heartbeats while it runs longer than a second (activities/heartbeat.py), so a worker that
+# dies mid-activity costs HEARTBEAT before the retry, whatever the activity's own time budget.
+HEARTBEAT = timedelta(seconds=10)
+QUICK = timedelta(seconds=30)  # a few statements under one row lock
+CALCULATION = timedelta(minutes=5)  # finalize: aggregates the period's meter events in SQL, writes lines
 INHERIT_SEARCH_ATTRIBUTES = "continued-runs-inherit-search-attributes"  # superseded by workflow_version 1
+CONTINUE_AS_NEW_PERIODS = 12  # version 3 on: periods per run (design rule 5)
+
+A = TypeVar("A")
+R = TypeVar("R")
+DueKind = Literal["expire", "close", "finalize"]
 
 
 @dataclass
 class Due:
     at: datetime
-    kind: str  # expire | close | finalize
+    kind: DueKind
     sequence_number: int = 0
 
 
@@ -68,6 +82,7 @@ class SubscriptionWorkflow:
         self.processed_up_to: datetime | None = None
         self.boundaries_crossed = 0
         self.finished = False
+        self.continuing = False  # handing over to the next run before catching up with the clock
         self.woken = False  # a handler changed the state: the loop must look again
 
     # ---- messages -------------------------------------------------------------------------------------
@@ -81,21 +96,25 @@ class SubscriptionWorkflow:
         self.payments.append((False, message))
 
     @workflow.update
+    async def await_created(self, request: AwaitCreated) -> Created:
+        await workflow.wait_condition(lambda: self.state is not None and not self.state.needs_invoice0)
+        return Created(subscription_id=request.subscription_id, status=self._state().status)
+
+    @workflow.update
     async def terminate(self, request: TerminateRequest) -> TerminateResult:
-        await workflow.wait_condition(lambda: self.state is not None)
+        await workflow.wait_condition(lambda: self.state is not None and not self.state.needs_invoice0)
         async with self.lock:
             state = self._state()
             if state.status == "terminated":
                 raise ApplicationError("Subscription is already terminated", type="AlreadyTerminated")
-            result: Terminated = await self._act(
-                "terminate_subscription",
+            result = await self._act(
+                Activities.terminate_subscription,
                 Terminate(
                     subscription_id=state.subscription_id,
                     at=self._now(),
                     terminated_by=request.terminated_by,
                     reason=request.reason,
                 ),
-                Terminated,
                 "terminate",
             )
             self._terminated(result)
@@ -111,16 +130,21 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def advance_clock(self, request: ClockAdvance) -> ClockAdvanced:
+        """Returns once everything due up to `now` is processed, or, when this run hands over to a new one
+        first (version 3), with `processed_up_to` short of `now`: the caller asks the next run again."""
         await workflow.wait_condition(lambda: self.state is not None)
         state = self._state()
         if state.clock_now is None or request.now > state.clock_now:
             state.clock_now = request.now
         await workflow.wait_condition(
             lambda: (
-                self.finished or (self.processed_up_to is not None and self.processed_up_to >= request.now)
+                self.finished
+                or self.continuing
+                or (self.processed_up_to is not None and self.processed_up_to >= request.now)
             )
         )
-        return ClockAdvanced(processed_up_to=request.now, status=self._state().status)
+        reached = request.now if self.finished or self.processed_up_to is None else self.processed_up_to
+        return ClockAdvanced(processed_up_to=min(reached, request.now), status=self._state().status)
 
     @advance_clock.validator
     def validate_advance(self, request: ClockAdvance) -> None:
@@ -137,11 +161,12 @@ class SubscriptionWorkflow:
     async def run(self, request: SubscriptionInput) -> None:
         if self.state is None:
             self.state = await self._act(
-                "load_subscription_state",
+                Activities.load_subscription_state,
                 LoadState(subscription_id=request.subscription_id),
-                SubscriptionState,
                 "load state",
             )
+            if self.state.workflow_version >= 3 and self.state.needs_invoice0:
+                await self._create_invoice0()
             self._publish()
         elif self.state.workflow_version < 1 and not workflow.patched(INHERIT_SEARCH_ATTRIBUTES):
             # Runs recorded before version 1 re-upserted the unchanged attributes after continue-as-new.
@@ -152,14 +177,20 @@ class SubscriptionWorkflow:
                 due = self._next_due()
                 if due is not None and due.at <= self._now():
                     await self._process(due)
-                    continue
-                if self._state().status == "active" and self._state().current_period == 0:
+                    if self._state().workflow_version >= 3 and self._should_continue_as_new():
+                        # Mid catch-up: everything up to this deadline is done; the next run does the rest.
+                        self.processed_up_to = due.at
+                        self.continuing = True
+                    else:
+                        continue
+                elif self._state().status == "active" and self._state().current_period == 0:
                     await self._open(1)
                     continue
             if self._done():
                 break
-            self.processed_up_to = self._now()
-            if self._should_continue_as_new():
+            if not self.continuing:
+                self.processed_up_to = self._now()
+            if self.continuing or self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self.payments:
                     state = self._state()
@@ -167,6 +198,7 @@ class SubscriptionWorkflow:
                     workflow.continue_as_new(
                         SubscriptionInput(subscription_id=state.subscription_id, state=state)
                     )
+                self.continuing = False
                 continue
             await self._wait(due)
         self.finished = True
@@ -194,7 +226,11 @@ class SubscriptionWorkflow:
         return state.status == "terminated" and not state.pending_closes and not self.payments
 
     def _should_continue_as_new(self) -> bool:
-        return self.boundaries_crossed > 0 or workflow.info().is_continue_as_new_suggested()
+        if workflow.info().is_continue_as_new_suggested():
+            return True
+        if self._state().workflow_version < 3:
+            return self.boundaries_crossed > 0
+        return self.boundaries_crossed >= CONTINUE_AS_NEW_PERIODS
 
     async def _wait(self, due: Due | None) -> None:
         state = self._state()
@@ -213,21 +249,29 @@ class SubscriptionWorkflow:
         except TimeoutError:
             pass
 
+    async def _create_invoice0(self) -> None:
+        state = self._state()
+        created = await self._act(
+            Activities.create_invoice0,
+            CreateInvoice0(subscription_id=state.subscription_id),
+            "create Invoice 0",
+        )
+        state.status, state.activation_deadline = created.status, created.activation_deadline
+        state.needs_invoice0 = False
+
     async def _process(self, due: Due) -> None:
         state = self._state()
         if due.kind == "expire":
-            result: Terminated = await self._act(
-                "expire_activation",
+            result = await self._act(
+                Activities.expire_activation,
                 ExpireActivation(subscription_id=state.subscription_id, at=due.at),
-                Terminated,
                 "expire unpaid Invoice 0",
             )
             self._terminated(result)
         elif due.kind == "close":
-            closed: PeriodClosed = await self._act(
-                "close_period",
+            closed = await self._act(
+                Activities.close_period,
                 ClosePeriod(subscription_id=state.subscription_id, sequence_number=due.sequence_number),
-                PeriodClosed,
                 f"close period {due.sequence_number} ({due.at:%Y-%m-%d})",
             )
             state.pending_closes.append(closed.pending)
@@ -248,23 +292,31 @@ class SubscriptionWorkflow:
 
     async def _finalize(self, due: Due) -> None:
         state = self._state()
-        outcome: InvoiceOutcome = await self._act(
-            "finalize_invoice",
+        outcome = await self._act(
+            Activities.finalize_invoice,
             FinalizeInvoice(
                 subscription_id=state.subscription_id, sequence_number=due.sequence_number, at=due.at
             ),
-            InvoiceOutcome,
             f"finalize invoice {due.sequence_number}",
+            CALCULATION,
         )
         state.pending_closes = [c for c in state.pending_closes if c.sequence_number != due.sequence_number]
-        workflow.logger.info("invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total)
+        if outcome.status == "FAILED":
+            # No retry can fix it (activities/subscription.py marked the invoice): billing goes on, and the
+            # Temporal UI says which invoice needs an operator.
+            notice = f"invoice {outcome.invoice_id} FAILED: {outcome.failure}"
+            state.attention = [*state.attention, notice]
+            workflow.logger.error("subscription %s: %s", state.subscription_id, notice)
+        else:
+            workflow.logger.info(
+                "invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total
+            )
 
     async def _open(self, sequence_number: int) -> None:
         state = self._state()
-        period: PeriodInfo = await self._act(
-            "open_period",
+        period = await self._act(
+            Activities.open_period,
             OpenPeriod(subscription_id=state.subscription_id, sequence_number=sequence_number),
-            PeriodInfo,
             f"open period {sequence_number}",
         )
         state.current_period, state.current_period_end = period.sequence_number, period.period_end
@@ -274,8 +326,8 @@ class SubscriptionWorkflow:
             succeeded, message = self.payments.pop(0)
             state = self._state()
             async with self.lock:
-                outcome: PaymentOutcome = await self._act(
-                    "record_payment",
+                outcome = await self._act(
+                    Activities.record_payment,
                     RecordPayment(
                         subscription_id=state.subscription_id,
                         invoice_id=message.invoice_id,
@@ -283,7 +335,6 @@ class SubscriptionWorkflow:
                         at=self._now(),
                         succeeded=succeeded,
                     ),
-                    PaymentOutcome,
                     f"record {'payment' if succeeded else 'declined payment'} of {message.invoice_id}",
                 )
                 if outcome.activated:
@@ -300,12 +351,18 @@ class SubscriptionWorkflow:
             state.pending_closes.append(result.closed)
         self._publish()
 
-    async def _act(self, name: str, arg: Any, result_type: type[Any], summary: str) -> Any:
-        return await workflow.execute_activity(
-            name,
+    async def _act(
+        self,
+        activity: MethodAsyncSingleParam[Activities, A, R],
+        arg: A,
+        summary: str,
+        budget: timedelta = QUICK,
+    ) -> R:
+        return await workflow.execute_activity_method(
+            activity,
             arg,
-            result_type=result_type,
-            start_to_close_timeout=TIMEOUT,
+            start_to_close_timeout=budget,
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=RETRY,
             summary=summary,
         )
@@ -336,4 +393,5 @@ class SubscriptionWorkflow:
         if state.test_clock_id:
             waiting += f"; test clock {state.test_clock_id} reads {state.clock_now}"
         state.waiting_for = waiting
-        workflow.set_current_details(f"{state.status}: {waiting}")
+        attention = "".join(f"NEEDS AN OPERATOR: {notice}; " for notice in state.attention)
+        workflow.set_current_details(f"{attention}{state.status}: {waiting}")

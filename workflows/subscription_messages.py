@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from domain.status import InvoiceStatus, SubscriptionStatus
+
 
 class SubscriptionInput(BaseModel):
     subscription_id: str
@@ -26,7 +28,9 @@ class PendingClose(BaseModel):
 # upsert in every run. Continue-as-new hands the current number on.
 #   1: continued runs inherit their search attributes instead of upserting them again
 #   2: the next period opens alongside the finalize of an invoice whose grace window already passed
-WORKFLOW_VERSION = 2
+#   3: the workflow writes Invoice 0 (create_invoice0) and answers the API's update-with-start; it continues
+#      as new every CONTINUE_AS_NEW_PERIODS periods (or when Temporal suggests it), not after every period
+WORKFLOW_VERSION = 3
 
 
 class SubscriptionState(BaseModel):
@@ -35,17 +39,19 @@ class SubscriptionState(BaseModel):
     environment: str
     customer_id: str
     plan_id: str
-    status: str  # pending_payment | active | terminated
+    status: SubscriptionStatus
     test_clock_id: str | None = None
     clock_now: datetime | None = None  # the test clock's time; None for real-time subscriptions
     activation_deadline: datetime | None = None  # payment session expiry while pending_payment
-    invoice0_id: str | None = None
     current_period: int = 0  # sequence number of the ACTIVE invoice; 0 before activation
     current_period_end: datetime | None = None
     ending_at: datetime | None = None
     pending_closes: list[PendingClose] = []
     waiting_for: str = ""
     workflow_version: int = 0  # absent in states written before versioning: see WORKFLOW_VERSION
+    # The API stored the row but nobody wrote Invoice 0 yet (version 3: the workflow's first activity does).
+    needs_invoice0: bool = False
+    attention: list[str] = []  # invoices that FAILED and need an operator (shown in the current details)
 
 
 class PaymentCompleted(BaseModel):
@@ -78,14 +84,36 @@ class ClockAdvance(BaseModel):
 
 class ClockAdvanced(BaseModel):
     processed_up_to: datetime
-    status: str
+    status: SubscriptionStatus
 
 
-# Activity inputs and results (activities/subscription.py implements them; the workflow calls them by name).
+class AwaitCreated(BaseModel):
+    """Update (sent with the start by the API's create): returns once Invoice 0 and, when it is free, the
+    activation are written, so the create answers with them."""
+
+    subscription_id: str
+
+
+class Created(BaseModel):
+    subscription_id: str
+    status: SubscriptionStatus
+
+
+# Activity inputs and results (workflows/subscription_activities.py declares the activities).
 
 
 class LoadState(BaseModel):
     subscription_id: str
+
+
+class CreateInvoice0(BaseModel):
+    subscription_id: str
+
+
+class Invoice0Created(BaseModel):
+    invoice_id: str
+    status: SubscriptionStatus  # active when Invoice 0 was free
+    activation_deadline: datetime | None  # when its checkout expires unpaid
 
 
 class OpenPeriod(BaseModel):
@@ -117,8 +145,9 @@ class FinalizeInvoice(BaseModel):
 
 class InvoiceOutcome(BaseModel):
     invoice_id: str
-    status: str
+    status: InvoiceStatus
     grand_total: str
+    failure: str | None = None  # why the invoice is FAILED
 
 
 class RecordPayment(BaseModel):

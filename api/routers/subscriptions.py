@@ -1,39 +1,44 @@
-"""Subscriptions: creation writes the records (row, Invoice 0, checkout) and starts the subscription's
-workflow; every later transition goes through that workflow."""
+"""Subscriptions: creation inserts the row and starts the subscription's workflow with an update that
+returns once the workflow wrote Invoice 0 (and, when it is free, the activation); every transition goes
+through that workflow."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from api.app_state import settings_of, temporal_client
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, FieldErrors, conflict, forbidden, invalid, not_found
-from api.routers.customers import check_rate_keys, find_or_insert_consumer
+from api.lookups import check_rate_keys, find_or_insert_consumer
+from api.problems import ApiError, FieldErrors, conflict, forbidden, invalid, not_found
 from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
 from api.schemas.subscriptions import SubscriptionCreate, SubscriptionOut, TerminateBody, customer_of
-from api.wire import ListResponse, list_envelope
+from api.wire import ListResponse, UtcDatetime, list_envelope
 from db import subscriptions as records
 from db.billing import tax_rate
 from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock, User
 from domain.ids import new_id
 from domain.money import parse_decimal
+from workflows.client import create_subscription as create_subscription_workflow
+from workflows.client import start_subscription_workflow
 from workflows.ids import subscription_workflow_id
-from workflows.signals import start_subscription_workflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import TerminateRequest
 
 router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
 
 DEFAULT_SESSION_EXPIRY_MINUTES = 240
+# How long a create waits for its workflow's Invoice 0 before answering 503 (repeat the request to finish).
+CREATE_TIMEOUT_SECONDS = 30.0
 
 
 @router.post("", status_code=201, response_model=SubscriptionOut, responses={200: {"model": SubscriptionOut}})
@@ -59,7 +64,6 @@ async def create_subscription(
     customer_id, plan_id = customer.id, plan.id  # the rows expire if the insert below rolls back
     existing = await _live(ctx, customer_id, plan_id)
     if existing is None:
-        now = clock.current_time if clock is not None else datetime.now(UTC)
         new = records.NewSubscription(
             merchant_id=ctx.caller.merchant_id,
             environment=ctx.caller.environment,
@@ -80,8 +84,8 @@ async def create_subscription(
             renewal_reminder_days=body.renewal_reminder_days,
         )
         try:
-            # The live-subscription index already fires at the flush inside create, not only at commit.
-            sub = await records.create(ctx.session, new, now)
+            # The live-subscription index already fires at the flush inside insert, not only at commit.
+            sub = await records.insert(ctx.session, new)
             await ctx.session.commit()
         except IntegrityError:
             # A concurrent create for the same customer and plan won; answer with its subscription.
@@ -92,8 +96,19 @@ async def create_subscription(
     if existing is not None:
         response.status_code = 200
         sub = existing
-    await start_workflow(request, sub)
-    return await view(ctx, request, sub)
+    subscription_id = sub.id
+    await ctx.session.rollback()  # release the snapshot: the workflow writes Invoice 0
+    retry = f"Subscription {subscription_id} is stored but its workflow has not finished creating it; "
+    try:
+        client = await temporal_client(request.app)
+        await asyncio.wait_for(
+            create_subscription_workflow(client, settings_of(request).task_queue, subscription_id),
+            CREATE_TIMEOUT_SECONDS,
+        )
+    # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
+    except (RPCError, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError, RuntimeError, OSError) as exc:
+        raise ApiError(503, f"{retry}repeat the same request to finish it ({exc or 'timed out'})") from None
+    return await view(ctx, request, await ctx.session.get_one(Subscription, subscription_id))
 
 
 async def start_workflow(request: Request, sub: Subscription, *, unreachable: str | None = None) -> None:
@@ -120,7 +135,7 @@ async def list_subscriptions(
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     consumer_id: Annotated[str | None, Query(alias="consumerId")] = None,
     status: Annotated[list[str] | None, Query()] = None,
-    started_before: Annotated[datetime | None, Query(alias="startedBefore")] = None,
+    started_before: Annotated[UtcDatetime | None, Query(alias="startedBefore")] = None,
     include: Annotated[str | None, Query()] = None,
 ) -> ListResponse[SubscriptionOut]:
     if merchant_id is not None:

@@ -31,7 +31,7 @@ from settings import Settings
 from tests.conftest import free_port
 from tests.workflows import conftest as workflow_tests
 from worker import build_worker
-from workflows.search_attributes import ensure_search_attributes
+from workflows.client import ensure_search_attributes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -12,9 +12,8 @@ from temporalio.service import RPCError
 import worker
 from settings import Settings
 from tests.e2e.dev_server import SPARE_NAMESPACES, DevServer
-from workflows.client import connect
+from workflows.client import connect, ensure_reconciler_schedule
 from workflows.reconciler import RECONCILER_SCHEDULE_ID
-from workflows.schedules import ensure_reconciler_schedule
 
 SPARE_NAMESPACE, _, WORKER_NAMESPACE = SPARE_NAMESPACES
 

@@ -15,8 +15,8 @@ from temporalio.api.operatorservice.v1 import (
 import worker
 from settings import Settings
 from tests.e2e.dev_server import SPARE_NAMESPACES, DevServer
-from workflows.client import connect
-from workflows.search_attributes import ALL, PLAN_ID, SearchAttributeConflict, ensure_search_attributes
+from workflows.client import SearchAttributeConflict, connect, ensure_search_attributes
+from workflows.search_attributes import ALL, PLAN_ID
 
 KEYWORD = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
 SPARE_NAMESPACE, CONFLICT_NAMESPACE, WORKER_NAMESPACE = SPARE_NAMESPACES

@@ -27,8 +27,8 @@ from domain.ids import new_id
 from domain.money import round_money
 from settings import Settings
 from worker import build_worker
+from workflows.client import send_payment_completed, send_payment_declined
 from workflows.ids import subscription_workflow_id
-from workflows.signals import send_payment_completed, send_payment_declined
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
 GRACE = timedelta(hours=24)

@@ -20,7 +20,7 @@ from db.merchants import NewMerchant
 from settings import Settings
 from tests.workflows.billing_harness import Billing, billing_stack
 from worker import build_worker
-from workflows.search_attributes import ensure_search_attributes
+from workflows.client import ensure_search_attributes
 
 
 def test_server_path() -> str:

@@ -9,8 +9,9 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from workflows.client import ensure_search_attributes
 from workflows.ping import PingInput, PingResult, PingWorkflow
-from workflows.search_attributes import ALL, ensure_search_attributes
+from workflows.search_attributes import ALL
 
 
 async def test_ping_reaches_the_database_through_an_activity(

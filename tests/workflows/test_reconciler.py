@@ -38,7 +38,8 @@ async def running(billing: Billing, subscription_id: str) -> bool:
 
 
 async def stored_without_workflow(billing: Billing, plan_id: str, customer_id: str, **over: Any) -> str:
-    """What a crash between the API's commit and its workflow start leaves: the rows, no workflow."""
+    """What a crash between the API's commit and its workflow start leaves: the row, no Invoice 0, no
+    workflow."""
     async with session_factory(billing.engine)() as session:
         plan = await session.scalar(select(Plan).where(Plan.id == plan_id))
         customer = await session.scalar(select(Customer).where(Customer.id == customer_id))
@@ -50,7 +51,7 @@ async def stored_without_workflow(billing: Billing, plan_id: str, customer_id: s
             "redirect_urls": None, "session_expiry_minutes": 240, "test_clock_id": None,
             "renewal_reminder_enabled": None, "renewal_reminder_days": None,
         } | over  # fmt: skip
-        sub = await records.create(session, records.NewSubscription(**fields), START)
+        sub = await records.insert(session, records.NewSubscription(**fields))
         await session.commit()
         return sub.id
 
@@ -70,8 +71,10 @@ async def test_starts_the_workflow_a_crashed_create_left_out(billing: Billing) -
     # The healthy subscription's workflow is the same run: nothing doubled.
     assert (await billing.handle(healthy["id"]).describe()).run_id == healthy_run
 
-    # The started workflow is the real one: it drives the orphan's checkout like any other.
-    await billing.pay({"id": orphan, "payment": await payment_of(billing, orphan)})
+    # The started workflow is the real one: it writes the orphan's Invoice 0 and checkout, and drives them
+    # like any other.
+    payment = await eventually(lambda: payment_of(billing, orphan))
+    await billing.pay({"id": orphan, "payment": payment})
     await eventually(lambda: assert_status(billing, orphan, "active"))
 
     # A second pass finds nothing to do.
@@ -114,7 +117,8 @@ async def test_leaves_young_and_finished_subscriptions_alone(billing: Billing) -
 
 async def payment_of(billing: Billing, subscription_id: str) -> dict[str, Any]:
     view = await billing.get(f"/v0/subscriptions/{subscription_id}")
-    payment: dict[str, Any] = view["payment"]
+    payment: dict[str, Any] | None = view["payment"]
+    assert payment is not None, "Invoice 0 not written yet"
     return payment
 
 

@@ -123,8 +123,8 @@ class ReplyLost(SubscriptionActivities):
         return self._lose_first(await super().finalize_invoice(request))
 
     @activity.defn(name="terminate_subscription")
-    async def terminate(self, request: Terminate) -> Terminated:
-        return self._lose_first(await super().terminate(request))
+    async def terminate_subscription(self, request: Terminate) -> Terminated:
+        return self._lose_first(await super().terminate_subscription(request))
 
 
 async def test_activities_retried_after_their_commit_bill_each_period_once(billing: Billing) -> None:

@@ -21,15 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from api import clock_advance
+from api.routers import subscriptions as subscriptions_router
 from db.merchants import NewMerchant
 from db.models import Invoice, PaymentSession, Subscription
 from db.session import session_factory
 from settings import Settings
 from tests.api.test_subscriptions import REQUIRED_0134, REQUIRED_063
 from tests.helpers import assert_error, sdk063_python
-from tests.workflows.billing_harness import Billing, billing_stack
+from tests.workflows.billing_harness import GRACE, Billing, billing_stack
 from tests.workflows.conftest import time_skipping_server
+from worker import build_worker
 
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
 
@@ -432,18 +433,21 @@ async def idle_billing(
         yield stack
 
 
-async def test_clock_advance_that_subscriptions_do_not_catch_up_with_is_503(
+async def test_a_create_its_workflow_cannot_finish_is_503_and_a_repeat_finishes_it(
     idle_billing: Billing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = await metered_plan(idle_billing)
-    clock = await idle_billing.clock(JAN31)
-    sub = await idle_billing.subscribe(plan, await idle_billing.customer(), JAN31, testClockId=clock)
-    assert sub["status"] == "active"
-    monkeypatch.setattr(clock_advance, "CATCH_UP_TIMEOUT", timedelta(seconds=1))
-    response = await idle_billing.http.patch(f"/v0/testClocks/{clock}", json={"advanceBy": "P1D"})
-    assert (
-        "not every subscription bound to it has caught up"
-        in assert_error(response, 503, "service_unavailable")["message"]
-    )
-    got = await idle_billing.get(f"/v0/testClocks/{clock}")
-    assert got["currentTime"] == "2026-02-01T00:00:00.000Z"  # the clock moved; the workflows carry on
+    """The API only stores the row and starts the workflow; without a worker Invoice 0 is not written, the
+    create says so, and the same request repeated once a worker runs answers with the one subscription."""
+    plan = await fee_plan(idle_billing, "12.34")
+    customer = await idle_billing.customer()
+    monkeypatch.setattr(subscriptions_router, "CREATE_TIMEOUT_SECONDS", 1.0)
+    body = {"name": "Acme - Pro", "planId": plan, "customerId": customer, "startedAt": JAN31.isoformat()}
+    response = await idle_billing.http.post("/v0/subscriptions", json=body)
+    message = assert_error(response, 503, "service_unavailable")["message"]
+    assert "repeat the same request" in message
+    async with build_worker(idle_billing.env.client, idle_billing.engine, idle_billing.task_queue, GRACE):
+        again = await idle_billing.post("/v0/subscriptions", body, 200)
+    assert again["id"] in message
+    assert (again["status"], again["payment"]["amount"]) == ("pending_payment", "12.34")
+    invoices = await idle_billing.invoices(again["id"])
+    assert [(i.sequence_number, i.status) for i in invoices] == [(0, "ISSUED")]
