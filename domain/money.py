@@ -96,6 +96,19 @@ def format_money(amount: Decimal, currency: str) -> str:
     return format_amount(round_money(amount, currency))
 
 
+def format_estimate(amount: Decimal, currency: str, digits: int = 2) -> str:
+    """An amount for a person to read, rounded to the currency's minor unit, unless that shows a non-zero
+    amount as 0: then to its first `digits` significant digits, at most nanodollar precision
+    (0.000036 stays 0.000036 where format_money says 0.00)."""
+    rounded = round_money(amount, currency)
+    if rounded != 0 or amount == 0:
+        return format_amount(rounded)
+    places = min(MAX_FRACTION_DIGITS, digits - 1 - amount.adjusted())
+    quantum = Decimal(1).scaleb(-places)
+    shown = amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_EXACT)
+    return format_amount(shown.normalize(_EXACT) if shown != 0 else rounded)
+
+
 def format_amount(amount: Decimal) -> str:
     """A decimal as a plain string, never in exponent form."""
     return format(_unsigned_zero(amount), "f")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -9,6 +10,8 @@ from decimal import Decimal
 from fastapi.responses import HTMLResponse
 
 from api.pages import day, document, e, message_page, moment, money, period, respond, status_badge
+from domain.money import format_amount, format_estimate, round_money
+from domain.pricing import Rate
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class Usage:
     name: str
     quantity: Decimal
     unit: str
+    rate: Rate
     amount: Decimal
 
 
@@ -51,6 +55,49 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+_WORD = re.compile(r"(|.*\s)([a-z]+)")  # inflect only a lowercase word: "calls", not "USD" or "kWh"
+
+
+def _inflect(unit: str, one: bool) -> str:
+    """The unit's singular for one, its plural otherwise; metric units are free text, usually plural."""
+    match = _WORD.fullmatch(unit)
+    if match is None:
+        return unit
+    head, word = match.groups()
+    if one:
+        for plural, singular in (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("xes", "x")):
+            if word.endswith(plural) and len(word) > len(plural):
+                return head + word[: -len(plural)] + singular
+        if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+            return head + word[:-1]
+        return unit
+    if word.endswith("s"):
+        return unit
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return head + word[:-1] + "ies"
+    return head + word + ("es" if word.endswith(("ch", "sh", "x", "z")) else "s")
+
+
+def quantity_text(quantity: Decimal, unit: str) -> str:
+    """'1 submission', '3 submissions', '1.5 GB'."""
+    return f"{_plain(quantity)} {_inflect(unit, quantity == 1)}".rstrip()
+
+
+def _price(value: Decimal, currency: str) -> str:
+    """A unit price in full (0.000012), with at least the currency's minor unit (0.50)."""
+    rounded = round_money(value, currency)
+    return format_amount(rounded if rounded == value else value.normalize())
+
+
+def rate_text(rate: Rate, unit: str, currency: str) -> str:
+    """'0.000012 USD per token', '5.00 USD per 1000 calls', '2.9% of each amount'."""
+    if rate.share:
+        return f"{_plain(rate.price * 100)}% of each amount"
+    each = _inflect(unit, True) if rate.per == 1 else quantity_text(rate.per, unit)
+    text = f"{_price(rate.price, currency)} {currency} per {each or 'unit'}"
+    return f"average {text}" if rate.average else text
+
+
 def _summary(view: PortalView) -> str:
     current = period(*view.current_period) if view.current_period else "—"
     ended = (
@@ -73,18 +120,20 @@ def _usage(view: PortalView) -> str:
     if view.current_period is None:
         return ""
     if not view.usage:
-        rows = '<tr><td colspan="3" class="muted">This plan has no metered prices.</td></tr>'
+        rows = '<tr><td colspan="4" class="muted">This plan has no metered prices.</td></tr>'
     else:
+        # Sub-cent estimates keep their first significant digits: 0.000036 USD, not 0.00 USD.
         rows = "".join(
-            f'<tr><td>{e(u.name)}</td><td class="num">{e(_plain(u.quantity))} {e(u.unit)}</td>'
-            f'<td class="num">{e(money(u.amount, view.currency))}</td></tr>'
+            f'<tr><td>{e(u.name)}</td><td class="num">{e(quantity_text(u.quantity, u.unit))}</td>'
+            f'<td class="num">{e(rate_text(u.rate, u.unit, view.currency))}</td>'
+            f'<td class="num">{e(format_estimate(u.amount, view.currency))} {e(view.currency)}</td></tr>'
             for u in view.usage
         )
     return (
         '<div class="card"><h2>Usage this period</h2>'
         '<p class="muted">Quantities so far; the amounts are estimates until the period is invoiced.</p>'
-        '<table><thead><tr><th>Price</th><th class="num">Quantity so far</th><th class="num">Estimated</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+        '<table><thead><tr><th>Price</th><th class="num">Quantity so far</th><th class="num">Unit price</th>'
+        f'<th class="num">Estimated</th></tr></thead><tbody>{rows}</tbody></table></div>'
     )
 
 

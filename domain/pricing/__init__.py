@@ -12,6 +12,7 @@ from domain.pricing.base import (
     PriceOutOfBounds,
     PricePropertiesError,
     Problems,
+    Rate,
     RecordRule,
 )
 from domain.pricing.registry import FEE_MODEL, MODELS, NAMES, model_for, names_text
@@ -26,6 +27,7 @@ __all__ = [
     "PriceOutOfBounds",
     "PricePropertiesError",
     "Problems",
+    "Rate",
     "RecordRule",
     "model_for",
     "names_text",

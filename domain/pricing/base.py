@@ -88,6 +88,17 @@ def clamp(value: Decimal, low: Decimal, high: Decimal) -> Decimal:
     return min(max(value, low), high)
 
 
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """What units cost, as a page shows it: `price` per `per` units. A `share` is a fraction of each money
+    amount (0.029: 2.9 %); `average` when the units of a period cost different amounts."""
+
+    price: Decimal
+    per: Decimal = Decimal(1)
+    share: bool = False
+    average: bool = False
+
+
 class Problems:
     """Field errors collected across every rule, so one response lists all of them."""
 
@@ -122,6 +133,11 @@ class PriceModel(ABC):
 
     def record_rule(self, props: Mapping[str, Any]) -> RecordRule | None:
         return None
+
+    def rate(self, props: Mapping[str, Any], charge: Charge) -> Rate:
+        """What a priced period's units cost, for a person (the portal's estimate)."""
+        exact = EXACT.multiply(charge.quantity, charge.unit_price) == charge.amount
+        return Rate(charge.unit_price, average=not exact)
 
     @abstractmethod
     def price_period(self, props: Mapping[str, Any], usage: PeriodUsage) -> Charge:
@@ -177,7 +193,9 @@ def decimal_prop(props: Mapping[str, Any], key: str, label: str | None = None) -
 
 # ---- checking properties sent to the API -----------------------------------------------------------------
 
-_JSON_TYPES = ((bool, "boolean"), (int, "number"), (float, "number"), (dict, "object"), (list, "array"))
+_JSON_TYPES = (
+    (bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (dict, "object"), (list, "array")
+)  # fmt: skip
 
 
 def json_type(value: object) -> str:

@@ -50,6 +50,11 @@ class Package(base.PriceModel):
             return dict(props)
         return dict(props) | {"unitPrice": format(per_unit, "f")}
 
+    def rate(self, props: Mapping[str, Any], charge: base.Charge) -> base.Rate:
+        return base.Rate(
+            base.decimal_prop(props, "packagePrice"), per=base.decimal_prop(props, "packageSize")
+        )
+
     def price_period(self, props: Mapping[str, Any], usage: base.PeriodUsage) -> base.Charge:
         size = base.decimal_prop(props, "packageSize")
         price = base.decimal_prop(props, "packagePrice")

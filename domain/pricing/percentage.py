@@ -43,6 +43,9 @@ class Percentage(base.RecordPricedModel):
             amount_max=base.decimal_prop(props, "maxCharge"),
         )
 
+    def rate(self, props: Mapping[str, Any], charge: base.Charge) -> base.Rate:
+        return base.Rate(base.decimal_prop(props, "percentage"), share=True)
+
     def shown_price(self, props: Mapping[str, Any], usage: base.PeriodUsage) -> Decimal:
         return base.decimal_prop(props, "percentage")
 

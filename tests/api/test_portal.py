@@ -20,9 +20,11 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import portal_tokens
+from api.pages import portal as portal_page
 from db.merchants import NewMerchant
 from db.models import MeterEvent, PaymentSession, PlanPrice, Price, Subscription
 from domain.ids import new_id
+from domain.pricing import Rate
 from settings import Settings
 from tests.factories import ANCHOR, Factory
 from tests.helpers import assert_error, field_errors
@@ -221,6 +223,107 @@ async def test_other_merchants_and_unknown_subscriptions_are_404(
     assert_error(missing, 404, "not_found")
     async with httpx.AsyncClient(base_url=api_url) as anonymous:
         assert_error(await anonymous.post(f"/v0/subscriptions/{sub.id}/portal", json={}), 401)
+
+
+# ---- the usage estimate -----------------------------------------------------------------------------------
+
+
+async def usage_page(
+    factory: Factory,
+    aclient: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    unit: str,
+    price: str,
+    events: int,
+) -> str:
+    """The portal page of a subscription whose current period has `events` events of a COUNT metric."""
+    plan = await factory.plan(name="Forms")
+    metric = await factory.metric(
+        name="Submissions", unit=unit, aggregation="COUNT", event_type="form.submit"
+    )
+    row = await factory.add(
+        Price(
+            id=new_id("price"), **factory.tenant, billable_metric_id=metric.id, model="standard",
+            payment_term="in_arrears", properties={"unitPrice": price}, invoice_display_name="Submissions",
+        )
+    )  # fmt: skip
+    await factory.add(PlanPrice(plan_id=plan.id, price_id=row.id, position=0))
+    customer = await factory.customer()
+    sub = await factory.subscription(plan, customer, current_period=2)
+    await factory.invoice(
+        sub, sequence_number=2, status="ACTIVE", period_start=PERIOD_2[0], period_end=PERIOD_2[1]
+    )
+    for n in range(events):
+        await factory.add(
+            MeterEvent(
+                id=new_id("event"), **factory.tenant, type="form.submit", source="tests", subject=customer.id,
+                data={}, timestamp=PERIOD_2[0] + timedelta(hours=n + 1), idempotency_key=new_id("event"),
+            )
+        )  # fmt: skip
+    link = (await aclient.post(f"/v0/subscriptions/{sub.id}/portal", json={})).json()["url"]
+    page = await browser.get(link)
+    assert page.status_code == 200
+    usage = page.text.split("Usage this period", 1)[1].split("Invoices", 1)[0]
+    return usage
+
+
+async def test_sub_cent_estimates_show_their_digits_and_the_unit_price(
+    factory: Factory, aclient: httpx.AsyncClient, browser: httpx.AsyncClient
+) -> None:
+    usage = await usage_page(factory, aclient, browser, "submissions", "0.000012", 3)
+    assert "3 submissions" in usage
+    assert "0.000012 USD per submission" in usage
+    assert "0.000036 USD" in usage and "0.00 USD" not in usage
+
+
+async def test_one_unit_is_singular(
+    factory: Factory, aclient: httpx.AsyncClient, browser: httpx.AsyncClient
+) -> None:
+    usage = await usage_page(factory, aclient, browser, "submissions", "0.5", 1)
+    assert "1 submission<" in usage and "1 submissions" not in usage
+    assert "0.50 USD per submission" in usage and "0.50 USD<" in usage
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit", "text"),
+    [
+        ("1", "submissions", "1 submission"),
+        ("2", "submissions", "2 submissions"),
+        ("0", "submissions", "0 submissions"),
+        ("1.5", "submissions", "1.5 submissions"),
+        ("1", "queries", "1 query"),
+        ("1", "batches", "1 batch"),
+        ("1", "boxes", "1 box"),
+        ("1", "API calls", "1 API call"),
+        ("3", "call", "3 calls"),
+        ("3", "query", "3 queries"),
+        ("3", "day", "3 days"),
+        ("3", "batch", "3 batches"),
+        ("1", "USD", "1 USD"),
+        ("2", "kWh", "2 kWh"),
+        ("1", "bus", "1 bus"),
+        ("1", "access", "1 access"),
+        ("1", "", "1"),
+    ],
+)
+def test_quantities_read_naturally(quantity: str, unit: str, text: str) -> None:
+    assert portal_page.quantity_text(Decimal(quantity), unit) == text
+
+
+@pytest.mark.parametrize(
+    ("rate", "unit", "text"),
+    [
+        (Rate(Decimal("0.000012")), "tokens", "0.000012 USD per token"),
+        (Rate(Decimal("0.5")), "calls", "0.50 USD per call"),
+        (Rate(Decimal("5"), per=Decimal("1000")), "calls", "5.00 USD per 1000 calls"),
+        (Rate(Decimal("5"), per=Decimal("1")), "calls", "5.00 USD per call"),
+        (Rate(Decimal("4.980198020"), average=True), "calls", "average 4.98019802 USD per call"),
+        (Rate(Decimal("0.029"), share=True), "USD", "2.9% of each amount"),
+        (Rate(Decimal("2")), "", "2.00 USD per unit"),
+    ],
+)
+def test_unit_prices_read_naturally(rate: Rate, unit: str, text: str) -> None:
+    assert portal_page.rate_text(rate, unit, "USD") == text
 
 
 # ---- opening links ----------------------------------------------------------------------------------------

@@ -640,3 +640,193 @@ def test_sdk_0_6_3_parses_every_price_shape(api_url: str, cat: Catalog, merchant
         assert got["paymentTerm"] == price["paymentTerm"]
     assert parsed[prices[0]["id"]]["features"][0]["entitlementTemplate"] == {"limit": 1}
     assert parsed[prices[3]["id"]]["properties"]["percentage"] == "0.05"
+
+
+# ---- the extension models: volume bands, graduated, package (docs/api-extensions.md) ------------------
+
+BANDS = [{"upTo": "100", "unitPrice": "5"}, {"upTo": None, "unitPrice": "3"}]
+
+
+@pytest.mark.parametrize(
+    ("model", "properties", "shown"),
+    [
+        ("volume", {"tiers": BANDS}, {"tiers": BANDS, "unitPrice": "5"}),
+        (
+            "graduated",
+            {
+                "tiers": [
+                    {"upTo": "10", "unitPrice": "0.5", "flatPrice": "20"},
+                    {"upTo": None, "unitPrice": "0.1"},
+                ]
+            },
+            {
+                "tiers": [
+                    {"upTo": "10", "unitPrice": "0.5", "flatPrice": "20"},
+                    {"upTo": None, "unitPrice": "0.1"},
+                ],
+                "unitPrice": "0.5",
+            },
+        ),
+        (
+            "package",
+            {"packageSize": "1000", "packagePrice": "5"},
+            {"packageSize": "1000", "packagePrice": "5", "rounding": "up", "unitPrice": "0.005"},
+        ),
+        (
+            "package",
+            {"packageSize": "3", "packagePrice": "10", "rounding": "down"},
+            {"packageSize": "3", "packagePrice": "10", "rounding": "down", "unitPrice": "3.333333333"},
+        ),
+    ],
+)
+def test_extension_models_are_stored_and_shown(
+    cat: Catalog, client: httpx.Client, model: str, properties: dict[str, Any], shown: dict[str, Any]
+) -> None:
+    # The compatibility unitPrice is read-only: sent back, it is dropped with the other unknown keys.
+    price = cat.price(model=model, properties=properties | {"unknown": "x", "unitPrice": "99"})
+    assert price["model"] == model and price["properties"] == shown
+    assert client.get(f"/v0/prices/{price['id']}").json()["properties"] == shown
+    patched = client.patch(f"/v0/prices/{price['id']}", json={"properties": shown})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["properties"] == shown
+
+
+def test_a_price_changes_between_volume_forms(cat: Catalog, client: httpx.Client) -> None:
+    linear = {
+        "default": "1",
+        "parameters": {"function": "linear", "gradient": "-0.001", "min": "0.1", "max": "1"},
+    }
+    price = cat.price(model="volume", properties=linear)
+    # SDK 0.6.3 reads a linear price with `tiers: []` and may send it back so: still linear.
+    again = client.patch(f"/v0/prices/{price['id']}", json={"properties": price["properties"]})
+    assert again.json()["properties"] == linear | {"tiers": []}
+    bands = client.patch(f"/v0/prices/{price['id']}", json={"properties": {"tiers": BANDS}})
+    assert bands.json()["properties"] == {"tiers": BANDS, "unitPrice": "5"}
+    graduated = client.patch(f"/v0/prices/{price['id']}", json={"model": "graduated"})
+    assert (graduated.json()["model"], graduated.json()["properties"]["tiers"]) == ("graduated", BANDS)
+
+
+def ladder(*bands: tuple[Any, Any]) -> dict[str, Any]:
+    return {"tiers": [{"upTo": up_to, "unitPrice": price} for up_to, price in bands]}
+
+
+@pytest.mark.parametrize(
+    ("model", "properties", "field", "message"),
+    [
+        (
+            "volume",
+            {},
+            "properties.tiers",
+            'is required for the volume model: a list of bands [{"upTo", "unitPrice"}], ascending by upTo, '
+            "the last with upTo null",
+        ),
+        (
+            "volume",
+            {"tiers": []},
+            "properties.tiers",
+            'must be a list of bands [{"upTo", "unitPrice"}], ascending by upTo, the last with upTo null',
+        ),
+        (
+            "volume",
+            {"tiers": BANDS, "default": "1"},
+            "properties.tiers",
+            "give either tiers (bands) or default and parameters (a linear function), not both",
+        ),
+        (
+            "volume",
+            {
+                "tiers": [
+                    {"upTo": "100", "unitPrice": "5", "flatPrice": "1"},
+                    {"upTo": None, "unitPrice": "3"},
+                ]
+            },
+            "properties.tiers[0].flatPrice",
+            "is not part of the volume model; graduated bands have it",
+        ),
+        (
+            "graduated",
+            {},
+            "properties.tiers",
+            'is required for the graduated model: a list of bands [{"upTo", "unitPrice", "flatPrice"?}], '
+            "ascending by upTo, the last with upTo null",
+        ),
+        (
+            "graduated",
+            {"tiers": ["100@5"]},
+            "properties.tiers[0]",
+            'must be an object {"upTo", "unitPrice"}, not a JSON string',
+        ),
+        (
+            "graduated",
+            ladder(("100", "5"), ("100", "4"), (None, "3")),
+            "properties.tiers[1].upTo",
+            "must be greater than the previous band's upTo (100)",
+        ),
+        (
+            "graduated",
+            ladder((None, "5"), (None, "3")),
+            "properties.tiers[0].upTo",
+            "may be null only on the last band; give this band's upper bound",
+        ),
+        (
+            "graduated",
+            ladder(("100", "5"), ("1000", "3")),
+            "properties.tiers[1].upTo",
+            "must be null on the last band, so that every quantity has a band",
+        ),
+        (
+            "volume",
+            {"tiers": [{"unitPrice": "5"}, {"upTo": None, "unitPrice": "3"}]},
+            "properties.tiers[0].upTo",
+            "is required: a decimal string, or null on the last band",
+        ),
+        ("volume", ladder(("0", "5"), (None, "3")), "properties.tiers[0].upTo", "must be greater than 0"),
+        (
+            "volume",
+            ladder((100, "5"), (None, "3")),
+            "properties.tiers[0].upTo",
+            'must be a decimal written as a string, such as "0.05", not a JSON number',
+        ),
+        (
+            "volume",
+            ladder(("100", "-5"), (None, "3")),
+            "properties.tiers[0].unitPrice",
+            "must not be negative",
+        ),
+        (
+            "graduated",
+            {"tiers": [{"upTo": None}]},
+            "properties.tiers[0].unitPrice",
+            "is required for the graduated model",
+        ),
+        ("package", {"packagePrice": "5"}, "properties.packageSize", "is required for the package model"),
+        ("package", {"packageSize": "10"}, "properties.packagePrice", "is required for the package model"),
+        (
+            "package",
+            {"packageSize": "0", "packagePrice": "5"},
+            "properties.packageSize",
+            "must be greater than 0: the number of units in one package",
+        ),
+        (
+            "package",
+            {"packageSize": "10", "packagePrice": "5", "rounding": "nearest"},
+            "properties.rounding",
+            'must be "up" (a started package is billed whole; the default) or "down" '
+            "(only complete packages are billed)",
+        ),
+    ],
+)
+def test_extension_model_properties_must_match(
+    cat: Catalog, client: httpx.Client, model: str, properties: dict[str, Any], field: str, message: str
+) -> None:
+    errs = field_errors(
+        client.post("/v0/prices", json=metric_price(cat.metric, model=model, properties=properties))
+    )
+    assert errs.get(field) == message, errs
+    assert total(client) == 0
+
+
+@pytest.mark.parametrize("model", ["volume", "graduated", "package"])
+def test_fee_prices_stay_standard(cat: Catalog, client: httpx.Client, model: str) -> None:
+    errs = field_errors(client.post("/v0/prices", json=fee_price(cat.fee, model=model)))
+    assert errs["model"] == f"fee prices only support the standard model, not {model!r}"
