@@ -4,7 +4,7 @@ Loads the events with generate_series in one merchant's table (most of them from
 spread over four months in arrival order, so the measured customer's rows are scattered across the heap
 as real traffic leaves them), then times GET /v0/billableMetrics/{id}/meter for the measured customer and
 February. Baselines in the same run: GET /v0/billableMetrics/{id} through the same API (what any
-authenticated request costs), and the aggregation SQL alone (db.meter_queries.aggregate_period). The
+authenticated request costs), and the aggregation SQL alone (db.meter_queries.period_usage). The
 issue's target is a p99 under 50 ms.
 """
 
@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 from _harness import EVENT_TYPE, accrue_api, database_url, new_merchant, new_metric
 
-from db.meter_queries import aggregate_period
+from db.meter_queries import UsageQuery, period_usage
 from db.session import create_engine, session_factory
 
 MEASURED = "cus_measured"
@@ -125,18 +125,20 @@ async def main(total: int, every: int, n: int) -> None:
 
             async def sql() -> object:
                 async with sessions() as session:
-                    return await aggregate_period(
+                    usage = await period_usage(
                         session,
-                        merchant_id=merchant.merchant_id,
-                        environment="sandbox",
-                        event_type=EVENT_TYPE,
-                        subjects=[MEASURED],
-                        start=datetime(2026, 2, 1, tzinfo=UTC),
-                        end=datetime(2026, 3, 1, tzinfo=UTC),
-                        event_from=None,
-                        aggregation="SUM",
-                        value_property="$.tokens",
+                        UsageQuery(
+                            merchant_id=merchant.merchant_id,
+                            environment="sandbox",
+                            event_type=EVENT_TYPE,
+                            subjects=(MEASURED,),
+                            start=datetime(2026, 2, 1, tzinfo=UTC),
+                            end=datetime(2026, 3, 1, tzinfo=UTC),
+                            aggregation="SUM",
+                            value_property="$.tokens",
+                        ),
                     )
+                    return usage.quantity
 
             meter = f"/v0/billableMetrics/{metric_id}/meter"
             scenarios: list[tuple[str, Callable[[], Awaitable[object]]]] = [

@@ -1,9 +1,10 @@
-"""Meter aggregation in SQL: period quantities for invoices and the meter query API.
+"""The one meter aggregation engine, in SQL: period quantities and per-record sums for invoices
+(period_usages) and the meter query API (meter_usage, list_events).
 
 Every query reads one merchant's events of one type in a half-open window [start, end), optionally for a
-set of subjects, through ix_meter_events_lookup. Values are read with the same rules as
-domain.aggregation.extract_value / extract_text, so SQL and Python aggregation agree record for record:
-a JSON number, or a string written as a plain decimal ("12.5"), is a value; anything else is not.
+set of subjects, through ix_meter_events_lookup; arithmetic is PostgreSQL NUMERIC (exact), and no event is
+loaded into Python. One value-reading rule serves both: a JSON number, or a string written as a plain
+decimal ("12.5"), is a value; anything else is not (it still counts for COUNT).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import MeterEvent
-from domain.aggregation import AGGREGATIONS, MeterRecord, parse_json_path
+from domain.aggregation import AGGREGATIONS, parse_json_path
 from domain.pricing.base import PeriodUsage, RecordRule
 
 WINDOW_UNITS = {"MINUTE": "minute", "HOUR": "hour", "DAY": "day", "MONTH": "month"}
@@ -43,12 +44,12 @@ def _scalar_text(column: str) -> str:
 _AGGREGATES = {
     "SUM": "coalesce(sum(v), 0)",
     "COUNT": "count(*)",
-    # Rounded to what a stored quantity holds, as domain.aggregation does.
+    # Rounded to what a stored quantity holds (NUMERIC(38, 9)).
     "AVG": "coalesce(round(avg(v), 9), 0)",
     "MIN": "coalesce(min(v), 0)",
     "MAX": "coalesce(max(v), 0)",
     "UNIQUE_COUNT": "count(DISTINCT d)",
-    # Ties on timestamp go to the later row in (timestamp, id) order, as in period_records.
+    # Ties on timestamp go to the later row in (timestamp, id) order.
     "LATEST": "coalesce((array_agg(v ORDER BY ts DESC, id DESC) FILTER (WHERE v IS NOT NULL))[1], 0)",
 }
 assert set(_AGGREGATES) == set(AGGREGATIONS)
@@ -238,64 +239,6 @@ async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) ->
 async def period_usage(session: AsyncSession, query: UsageQuery) -> PeriodUsage:
     (usage,) = await period_usages(session, [query])
     return usage
-
-
-# --- kept until db/billing.py calls period_usages (then removed) ---
-
-
-def _effective_start(start: datetime, event_from: datetime | None) -> datetime:
-    return max(start, event_from) if event_from is not None else start
-
-
-async def period_records(
-    session: AsyncSession,
-    *,
-    merchant_id: str,
-    environment: str,
-    event_type: str,
-    subjects: list[str],
-    start: datetime,
-    end: datetime,
-    event_from: datetime | None,
-    value_property: str | None,
-    distinct_property: str | None,
-) -> list[MeterRecord]:
-    """The subjects' events of `event_type` in [max(start, event_from), end), oldest first, as records."""
-    where = EventFilter(
-        merchant_id, environment, event_type, _effective_start(start, event_from), end, subjects
-    )
-    source, params = _source(where, value_property, distinct_property)
-    rows = await session.execute(text(f"SELECT ts, v, d FROM ({source}) s ORDER BY ts, id"), params)
-    return [MeterRecord(ts, v, d) for ts, v, d in rows]
-
-
-async def aggregate_period(
-    session: AsyncSession,
-    *,
-    merchant_id: str,
-    environment: str,
-    event_type: str,
-    subjects: list[str],
-    start: datetime,
-    end: datetime,
-    event_from: datetime | None,
-    aggregation: str,
-    value_property: str | None,
-    distinct_property: str | None = None,
-) -> Decimal:
-    """`aggregation` of the subjects' events in [max(start, event_from), end), computed in the database.
-
-    Equals domain.aggregation.aggregate(aggregation, period_records(...)). UNIQUE_COUNT counts distinct
-    values at `distinct_property`, or at `value_property` when that is not given.
-    """
-    if aggregation == "UNIQUE_COUNT" and distinct_property is None:
-        distinct_property = value_property
-    where = EventFilter(
-        merchant_id, environment, event_type, _effective_start(start, event_from), end, subjects
-    )
-    source, params = _source(where, value_property, distinct_property)
-    value = await session.scalar(text(f"SELECT {_AGGREGATES[aggregation]} FROM ({source}) s"), params)
-    return _plain(Decimal(value or 0))
 
 
 @dataclass(frozen=True)

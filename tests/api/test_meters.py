@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,9 +10,7 @@ import pytest
 from paygentic_sdk import Paygentic
 
 from db.merchants import NewMerchant
-from db.meter_queries import aggregate_period, period_records
-from db.session import session_factory
-from domain.aggregation import AGGREGATIONS, aggregate
+from domain.aggregation import AGGREGATIONS
 from tests.api.test_events import new_metric
 from tests.helpers import assert_error, field_errors, sdk063_python
 
@@ -322,42 +319,6 @@ def test_bad_event_lists_are_400(
 ) -> None:
     query = {k: v for k, v in (JAN | params).items() if v is not None}
     assert field in field_errors(client.get(f"/v0/billableMetrics/{usage}/events", params=query))
-
-
-# --- period aggregation for invoices ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("aggregation", AGGREGATIONS)
-async def test_sql_aggregation_equals_the_domain_aggregation(
-    api_url: str, merchant: NewMerchant, engine: Any, aggregation: str
-) -> None:
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {merchant.api_key}"}) as c:
-        metric(c, merchant)
-        load(c)
-        extra = [("cus_A", "2026-01-02T00:00:00Z", {"tokens": 8, "model": "gpt-4"})]  # same instant as 6
-        load(c, events=extra)
-    common: dict[str, Any] = {
-        "merchant_id": merchant.merchant_id,
-        "environment": merchant.environment,
-        "event_type": "api.call",
-        "subjects": ["cus_A", "cus_B"],
-        "start": datetime(2026, 1, 1, tzinfo=UTC),
-        "end": datetime(2026, 2, 1, tzinfo=UTC),
-        "event_from": datetime(2026, 1, 1, 0, 30, tzinfo=UTC),
-    }
-    value_property = None if aggregation == "COUNT" else "$.tokens"
-    async with session_factory(engine)() as session:
-        records = await period_records(
-            session, **common, value_property=value_property, distinct_property=value_property
-        )
-        in_sql = await aggregate_period(
-            session, **common, aggregation=aggregation, value_property=value_property
-        )
-    assert [r.timestamp for r in records] == sorted(r.timestamp for r in records)
-    assert len(records) == 8 and records[0].timestamp == datetime(2026, 1, 1, 0, 50, tzinfo=UTC)
-    if value_property is not None:
-        assert Decimal("7.5") in [r.value for r in records] and "abc" in [r.distinct for r in records]
-    assert in_sql == aggregate(aggregation, records)
 
 
 # --- paygentic-sdk 0.6.3 ----------------------------------------------------------------------------------
