@@ -10,7 +10,8 @@ from decimal import Decimal
 from fastapi.responses import HTMLResponse
 
 from api.pages import day, document, e, message_page, moment, money, period, respond, status_badge
-from domain.money import format_amount, format_estimate, round_money
+from api.schemas.invoices import exact
+from domain.money import format_estimate
 from domain.pricing import Rate
 
 
@@ -83,18 +84,12 @@ def quantity_text(quantity: Decimal, unit: str) -> str:
     return f"{_plain(quantity)} {_inflect(unit, quantity == 1)}".rstrip()
 
 
-def _price(value: Decimal, currency: str) -> str:
-    """A unit price in full (0.000012), with at least the currency's minor unit (0.50)."""
-    rounded = round_money(value, currency)
-    return format_amount(rounded if rounded == value else value.normalize())
-
-
 def rate_text(rate: Rate, unit: str, currency: str) -> str:
     """'0.000012 USD per token', '5.00 USD per 1000 calls', '2.9% of each amount'."""
     if rate.share:
         return f"{_plain(rate.price * 100)}% of each amount"
     each = _inflect(unit, True) if rate.per == 1 else quantity_text(rate.per, unit)
-    text = f"{_price(rate.price, currency)} {currency} per {each or 'unit'}"
+    text = f"{exact(rate.price, currency)} {currency} per {each or 'unit'}"
     return f"average {text}" if rate.average else text
 
 
