@@ -19,6 +19,10 @@ class Line:
     name: str
     quantity: Decimal | None
     amount: Decimal
+    # The period the line bills, which is not always the invoice's: a period invoice carries the next
+    # period's in-advance fees.
+    period_start: datetime
+    period_end: datetime
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ def _quantity(value: Decimal | None) -> str:
 
 def _invoice(view: CheckoutView) -> str:
     rows = "".join(
-        f'<tr><td>{e(line.name)}</td><td class="num">{e(_quantity(line.quantity))}</td>'
+        f'<tr><td>{e(line.name)}<div class="muted">{e(period(line.period_start, line.period_end))}</div></td>'
+        f'<td class="num">{e(_quantity(line.quantity))}</td>'
         f'<td class="num">{e(money(line.amount, view.currency))}</td></tr>'
         for line in view.lines
     )

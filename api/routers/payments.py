@@ -186,7 +186,9 @@ async def _lines(session: AsyncSession, invoice_id: str) -> list[pages.Line]:
     rows = await session.scalars(
         select(LineItem).where(LineItem.invoice_id == invoice_id).order_by(LineItem.position, LineItem.id)
     )
-    return [pages.Line(row.display_name, row.quantity, row.subtotal) for row in rows]
+    return [
+        pages.Line(row.display_name, row.quantity, row.subtotal, row.period_start, row.period_end) for row in rows
+    ]
 
 
 async def _view(session: AsyncSession, checkout: Checkout) -> pages.CheckoutView:

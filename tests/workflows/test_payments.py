@@ -272,7 +272,11 @@ async def test_period_invoice_paid_through_its_payment_url(billing: Billing) -> 
     assert shown["status"] == "ISSUED"
     url = shown["paymentUrl"]
     assert url == f"{billing.app.state.settings.base_url}/checkout/{invoice.payment_session_id}"
-    assert "49.00 USD" in (await page(billing, path_of(url))).text
+    html = (await page(billing, path_of(url))).text
+    assert "49.00 USD" in html and "Service period Jan 31, 2026 – Feb 28, 2026" in html
+    # Each line says which period it bills: the in-advance fee is the next period's.
+    fee_row = html[html.index("Platform fee") :].split("</tr>")[0]
+    assert "Feb 28, 2026 – Mar 31, 2026" in fee_row and "49.00 USD" in fee_row
 
     session_id = str(invoice.payment_session_id)
     declined = await billing.post(f"/v0/paymentSessions/{session_id}/decline", {}, 200)
