@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=1_048_576, description="Largest request body the API accepts; larger ones get 413."
     )
+    request_body_timeout: float = Field(
+        default=30.0,
+        description="Seconds a request body may take to arrive; a slower one gets 408.",
+    )
     db_pool_size: int = Field(default=10, description="Connections kept in each process's DB pool.")
     invoice_grace_period: timedelta = Field(
         default=timedelta(hours=24), description="Time after periodEnd that late events still count."

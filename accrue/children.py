@@ -37,7 +37,10 @@ class Child:
 
     @classmethod
     async def start(cls, name: str, argv: Sequence[str], log: Path, env: Mapping[str, str]) -> Child:
-        with log.open("ab") as out:
+        # Owner-only: the API's log records request paths and errors of customer data.
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # a log created by an older version was world-readable
+        with os.fdopen(fd, "ab") as out:
             offset = out.tell()
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             out.write(f"==== {stamp} {shlex.join(argv)}\n".encode())

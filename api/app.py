@@ -12,9 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api import errors
+from api import errors, log_redaction
 from api.app_state import temporal_client
-from api.body_limit import BodyLimit
+from api.body_limit import RequestGuard
 from api.routers import (
     billable_metrics,
     customers,
@@ -83,10 +83,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    log_redaction.install()
     for router in ROUTERS:
         app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestGuard, max_bytes=settings.max_request_bytes, body_timeout=settings.request_body_timeout
+    )
     return app
 
 

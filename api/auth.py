@@ -8,7 +8,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import ApiError, forbidden
+from api.problems import ApiError, forbidden
 from db.models import ApiKey
 from domain.api_keys import environment_of, hash_key
 

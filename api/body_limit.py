@@ -1,40 +1,165 @@
-"""Reject request bodies above the configured size with a 413 in the error envelope."""
+"""The request guard: what every request must satisfy before a route sees it, answered in the error envelope.
+
+- a body over the configured size is a 413, whether declared by Content-Length or streamed in chunks;
+- a body that does not arrive within the read timeout is a 408 (a trickling client holds no worker);
+- a NUL character anywhere (path, query, a JSON string or key) is a 400 naming the field: PostgreSQL
+  stores none in text or jsonb, and would otherwise fail the request half-way;
+- a query value longer than MAX_QUERY_VALUE is a 400, before any parser recurses into it;
+- an error no handler answered is a 500 in the envelope, sent here so that the server keeps the
+  keep-alive connection instead of resetting it after the response.
+
+The body is read in full before the route runs (bodies are small JSON, bounded by the limit) and replayed
+to it, so each check is made once, here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import ApiError, FieldErrors, internal_error
 
-class BodyTooLarge(Exception):
+log = logging.getLogger("accrue.api")
+
+MAX_QUERY_VALUE = 1024
+# How JSON spells a NUL character; bodies without it need no deeper look.
+NUL = b"\\u0000"
+# Batches report a NUL per event, as every other per-event problem (api/routers/events.py).
+PER_ITEM_PATHS = frozenset({"/v0/events/batch"})
+
+
+class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+class _Disconnected(Exception):
+    pass
+
+
+def nul_fields(value: Any, field: str) -> Iterator[str]:
+    """The fields of a decoded JSON value that hold a NUL, in a key (reported as the object) or a string."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield field
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield field
+            else:
+                yield from nul_fields(item, f"{field}.{key}" if field else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from nul_fields(item, f"{field}[{index}]")
+
+
+def nul_error(fields: list[str]) -> FieldErrors:
+    unique = dict.fromkeys(f or "body" for f in fields)
+    return FieldErrors(
+        [
+            {"field": f, "message": "cannot contain the NUL character (\\u0000)", "code": "nul_character"}
+            for f in unique
+        ]
+    )
+
+
+def _target_problem(scope: Scope) -> ApiError | None:
+    if "\x00" in scope.get("path", ""):
+        return nul_error(["path"])
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
+    nul = [name for name, value in pairs if "\x00" in name or "\x00" in value]
+    if nul:
+        return nul_error([n.replace("\x00", "") or "query" for n in nul])
+    long = [name for name, value in pairs if len(value) > MAX_QUERY_VALUE]
+    if long:
+        return FieldErrors(
+            [
+                {
+                    "field": name,
+                    "message": f"is longer than {MAX_QUERY_VALUE} characters",
+                    "code": "too_long",
+                }
+                for name in dict.fromkeys(long)
+            ]
+        )
+    return None
+
+
+def _body_problem(body: bytes) -> ApiError | None:
+    if NUL not in body:
+        return None
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route's parser reports that
+    fields = list(nul_fields(decoded, ""))
+    return nul_error(fields) if fields else None
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        problem = _target_problem(scope)
+        if problem is not None:
+            await _answer(send, problem)
+            return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await _answer(send, self._too_large(), close=True)
             return
-        seen = 0
-        started = False
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.body_timeout)
+        except TimeoutError:
+            timeout = ApiError(
+                408,
+                f"The request body did not arrive within {self.body_timeout:g} s; send it in one go.",
+            )
+            await _answer(send, timeout, close=True)
+            return
+        except _TooLarge:
+            await _answer(send, self._too_large(), close=True)
+            return
+        except _Disconnected:
+            return
+        if scope["path"] not in PER_ITEM_PATHS:
+            problem = _body_problem(body)
+            if problem is not None:
+                await _answer(send, problem)
+                return
+        await self._run(scope, _replay(body, receive), send)
 
-        async def limited_receive() -> Message:
-            nonlocal seen
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -43,26 +168,34 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await self._reject(send)
+                await _answer(send, internal_error())
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": "payload_too_large",
-                "message": f"Request body exceeds the {self.max_bytes}-byte limit; send less per request.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"Request body exceeds the {self.max_bytes}-byte limit; send less per request.")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body, only a disconnect can come
+
+    return replay
+
+
+async def _answer(send: Send, error: ApiError, *, close: bool = False) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        # The rest of the body was not read: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from api.auth import Caller, authenticate
-from api.errors import ApiError, conflict, not_found
+from api.problems import ApiError, conflict, not_found
+from api.wire import Page
 from db.base import Tenant
 
 T = TypeVar("T", bound=Tenant)
@@ -87,15 +88,13 @@ async def context(request: Request, session: Session) -> Ctx:
 Context = Annotated[Ctx, Depends(context)]
 
 
-@dataclass
-class Page:
-    limit: int
-    offset: int
+# PostgreSQL's OFFSET is a bigint; a billion rows in is far past any list a person pages through.
+MAX_OFFSET = 1_000_000_000
 
 
 def paging(
     limit: Annotated[int, Query(ge=1, le=100, description="Items to return (1–100).")] = 10,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")] = 0,
 ) -> Page:
     return Page(limit, offset)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, Strict, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from api.deps import Page
-from api.errors import invalid
+from api.problems import invalid, not_found
 from domain.money import MoneyFormatError, parse_decimal
 
 
@@ -26,9 +26,22 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Every instant the API accepts: billing periods, month windows and clock advances computed from one stay
+# far inside what datetime and PostgreSQL hold (a year-1 instant has no month before it).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def in_range(value: datetime) -> datetime:
+    value = as_utc(value)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+    return value
+
+
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
 DateOnly = Annotated[date, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(in_range)]
 
 Text = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=10_000)]
 Name = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -53,6 +66,14 @@ class WireModel(BaseModel):
     """camelCase on the wire; unknown request keys are ignored, as Paygentic does."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+@dataclass
+class Page:
+    """One offset page of a list request (api/deps.py reads it from limit and offset)."""
+
+    limit: int
+    offset: int
 
 
 class Pagination(WireModel):
@@ -99,3 +120,9 @@ def contains(column: Any, text: str) -> Any:
     """Case-insensitive substring match of `text` in `column`, with LIKE's wildcards taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return column.ilike(f"%{escaped}%", escape="\\")
+
+
+def require_no_item(item_id: str | None) -> None:
+    # Items (SDK 0.6.3) are not implemented, so no itemId can name one; null is the only valid link.
+    if item_id is not None:
+        raise not_found("Item", item_id)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
-from domain.aggregation import parse_json_path
+from domain.aggregation import JsonPathError, parse_json_path
 from domain.money import MoneyFormatError, parse_decimal
 
 MAX_VALUE_INTEGER_DIGITS = 18  # |value| < 10^18
@@ -39,6 +40,16 @@ def non_finite(data: Any, field: str = "data") -> Iterator[str]:
     elif isinstance(data, list):
         for index, value in enumerate(data):
             yield from non_finite(value, f"{field}[{index}]")
+
+
+@lru_cache(maxsize=4096)
+def _steps(path: str) -> tuple[str | int, ...] | None:
+    """None for a path outside the supported subset: the meter refuses to evaluate such a metric (a 400
+    on its queries), so there is no value to bound."""
+    try:
+        return parse_json_path(path)
+    except JsonPathError:
+        return None
 
 
 def _at(data: Any, steps: Sequence[str | int]) -> Any:
@@ -82,7 +93,10 @@ def value_problems(data: Any, value_paths: Sequence[str]) -> Iterator[tuple[str,
     the billing arithmetic cannot hold. A missing or non-numeric value is not a problem here: the meter
     counts such an event but reads no value from it."""
     for path in value_paths:
-        value = _as_decimal(_at(data, parse_json_path(path)))
+        steps = _steps(path)
+        if steps is None:
+            continue
+        value = _as_decimal(_at(data, steps))
         if value is not None and out_of_range(value):
             shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
             yield (

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import false
 
 from api.deps import Context, Paging
-from api.errors import invalid, not_found
+from api.problems import invalid
 from api.schemas.billable_metrics import (
     CLEARABLE,
     BillableMetricCreate,
@@ -16,17 +16,11 @@ from api.schemas.billable_metrics import (
     BillableMetricUpdate,
     check_value_property,
 )
-from api.wire import ListResponse, changes, list_envelope
+from api.wire import ListResponse, changes, list_envelope, require_no_item
 from db.models import BillableMetric, Product
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/billableMetrics", tags=["billable metrics"])
-
-
-def require_no_item(item_id: str | None) -> None:
-    # Items (SDK 0.6.3) are not implemented, so no itemId can name one; null is the only valid link.
-    if item_id is not None:
-        raise not_found("Item", item_id)
 
 
 @router.post("", status_code=201, response_model=BillableMetricOut)

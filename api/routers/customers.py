@@ -11,16 +11,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic.alias_generators import to_camel
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, FieldErrors, conflict, forbidden, invalid, not_found
+from api.lookups import check_rate_keys, find_or_insert_consumer
+from api.problems import ApiError, conflict, forbidden, invalid, not_found
 from api.schemas.customers import (
     DEFAULT_NOTIFICATIONS,
-    ConsumerIn,
     CreateCustomerOut,
     CustomerCreate,
     CustomerOut,
@@ -29,7 +29,7 @@ from api.schemas.customers import (
     store_rates,
 )
 from api.wire import ListResponse, changes, contains, list_envelope
-from db.models import BillableMetric, Customer, Organization, Plan
+from db.models import Customer, Organization
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/customers", tags=["customers"])
@@ -193,61 +193,6 @@ async def managed_consumer(ctx: Ctx, consumer_id: str) -> Organization:
     ):
         raise forbidden(f"consumerId {consumer_id!r} is not a managed consumer of this merchant")
     return org
-
-
-async def find_or_insert_consumer(ctx: Ctx, given: ConsumerIn) -> tuple[Organization, bool]:
-    """The merchant's consumer with this email, created if missing; True when this request created it.
-
-    ON CONFLICT DO NOTHING makes concurrent creates for one email converge on one row: the loser waits for
-    the winner's commit, inserts nothing, and reads the winner's row."""
-    inserted = await ctx.session.scalar(
-        insert(Organization)
-        .values(
-            id=new_id("organization"),
-            kind="consumer",
-            name=given.name,
-            email=given.email,
-            phone=given.phone,
-            address=given.address.stored(),
-            owner_merchant_id=ctx.caller.merchant_id,
-            environment=ctx.caller.environment,
-        )
-        .on_conflict_do_nothing()
-        .returning(Organization.id)
-    )
-    consumer = await ctx.session.scalar(
-        select(Organization).where(
-            Organization.kind == "consumer",
-            Organization.owner_merchant_id == ctx.caller.merchant_id,
-            Organization.environment == ctx.caller.environment,
-            func.lower(Organization.email) == given.email.lower(),
-        )
-    )
-    if consumer is None:
-        raise conflict("The consumer changed while this request ran; retry the request")
-    return consumer, inserted is not None
-
-
-async def check_rate_keys(ctx: Ctx, rates: dict[str, Any]) -> None:
-    """Every taxRates key is "default" or the id of one of the caller's plans or billable metrics."""
-    keys = set(rates) - {"default"}
-    if not keys:
-        return
-    merchant, environment = ctx.caller.merchant_id, ctx.caller.environment
-    plans = select(Plan.id).where(
-        Plan.id.in_(keys), Plan.merchant_id == merchant, Plan.environment == environment
-    )
-    metrics = select(BillableMetric.id).where(
-        BillableMetric.id.in_(keys),
-        BillableMetric.merchant_id == merchant,
-        BillableMetric.environment == environment,
-    )
-    known = set(await ctx.session.scalars(plans.union(metrics)))
-    unknown = sorted(keys - known)
-    if unknown:
-        message = 'is not "default" or the id of one of your plans or billable metrics'
-        errors = [{"field": f"taxRates.{k}", "message": message, "code": "unknown_key"} for k in unknown]
-        raise FieldErrors(errors)
 
 
 async def consumers_of(session: AsyncSession, rows: list[Customer]) -> dict[str, Organization]:

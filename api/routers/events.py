@@ -17,11 +17,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Caller, authenticate
-from api.errors import ApiError, FieldErrors, forbidden, invalid, validation_errors
+from api.body_limit import NUL, nul_error, nul_fields
+from api.problems import ApiError, FieldErrors, forbidden, invalid, validation_errors
 from api.schemas.events import (
     MAX_BATCH,
     BatchEnvelope,
@@ -133,25 +133,11 @@ def _subject(body: IngestEvent) -> str:
     return subject
 
 
-# How JSON spells a NUL character; bodies without it need no deeper look.
-_NUL = b"\\u0000"
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _check_nul(body: IngestEvent) -> None:
-    """PostgreSQL stores no NUL character in text or jsonb; such an event is refused, not half-stored."""
-    for name in ("type", "source", "subject", "external_subject", "namespace", "idempotency_key", "data"):
-        if _has_nul(getattr(body, name)):
-            raise invalid(to_camel(name), "cannot contain the NUL character (\\u0000)")
+    """An event of a batch with a NUL is refused on its own (api/body_limit.py refuses a single event)."""
+    fields = list(nul_fields(body.model_dump(by_alias=True, exclude_none=True, mode="json"), ""))
+    if fields:
+        raise nul_error(fields)
 
 
 def _check_namespace(caller: Caller, namespace: str | None) -> None:
@@ -270,8 +256,6 @@ async def ingest_event(request: Request) -> JSONResponse:
         body = IngestEvent.model_validate_json(raw)
     except ValidationError as exc:
         raise validation_errors(exc.errors()) from None
-    if _NUL in raw:
-        _check_nul(body)
     _subject(body)
     _check_data(body)
     _check_namespace(caller, body.namespace)
@@ -351,7 +335,7 @@ async def ingest_batch(request: Request) -> JSONResponse:
             "events", f"must hold 1 to {MAX_BATCH} events, got {count}; split larger batches", code="size"
         )
     valid: list[tuple[int, IngestEvent]] = []
-    has_nul = _NUL in raw
+    has_nul = NUL in raw
     for index, event in parsed:
         try:
             if has_nul:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, conflict
+from api.problems import ApiError, conflict
 from api.schemas.features import FeatureCreate, FeatureOut, FeatureUpdate
 from api.wire import ListResponse, changes, list_envelope
 from db.models import Feature, Price, Product

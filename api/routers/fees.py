@@ -8,10 +8,9 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import false, func, select
 
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, conflict
-from api.routers.billable_metrics import require_no_item
+from api.problems import ApiError, conflict
 from api.schemas.fees import FeeCreate, FeeOut, FeeUpdate
-from api.wire import ListResponse, changes, list_envelope
+from api.wire import ListResponse, changes, list_envelope, require_no_item
 from db.models import Fee, Price, Product
 from domain.ids import new_id
 

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import or_
 
-from api.deps import Context, Ctx
-from api.errors import ApiError, invalid
+from api.deps import MAX_OFFSET, Context, Ctx
+from api.problems import ApiError, invalid
 from api.schemas.meters import (
     GroupedValue,
     MeterEventList,
@@ -20,7 +20,7 @@ from api.schemas.meters import (
     number,
     window,
 )
-from api.wire import Pagination, as_utc
+from api.wire import Pagination, UtcDatetime, as_utc
 from db.meter_queries import EventFilter, list_events, meter_usage
 from db.models import BillableMetric, Customer, MeterEvent
 from domain.aggregation import JsonPathError
@@ -28,8 +28,8 @@ from domain.durations import shift_months
 
 router = APIRouter(prefix="/v0/billableMetrics", tags=["billable metrics"])
 
-From = Annotated[datetime, Query(alias="from", description="Start of the window (inclusive), ISO-8601.")]
-To = Annotated[datetime, Query(description="End of the window (exclusive), ISO-8601.")]
+From = Annotated[UtcDatetime, Query(alias="from", description="Start of the window (inclusive), ISO-8601.")]
+To = Annotated[UtcDatetime, Query(description="End of the window (exclusive), ISO-8601.")]
 Subject = Annotated[
     str | None,
     Query(description="A customer's id or externalId: events sent under either one are included."),
@@ -186,7 +186,7 @@ async def events(
     to: To,
     subject: Subject = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Events to return (1–200).")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Events to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Events to skip.")] = 0,
 ) -> MeterEventList:
     start, end = _bounds(from_, to)
     metric = await ctx.owned(BillableMetric, id, "Billable metric")

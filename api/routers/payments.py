@@ -9,7 +9,6 @@ the page's only credential, as with a hosted card-processor checkout.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request
@@ -19,50 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from api.app_state import settings_of, temporal_client
+from api.checkout import PAYABLE, Checkout
 from api.deps import Context, Ctx, Session
-from api.errors import ApiError, conflict, forbidden
 from api.pages import checkout as pages
 from api.pages import message_page
+from api.problems import ApiError, conflict, forbidden
 from api.schemas.payments import PaymentSessionOut
 from db.models import Invoice, LineItem, Organization, PaymentSession, Subscription, TestClock
 from domain.ids import has_prefix
-from workflows.signals import send_payment_completed, send_payment_declined
+from workflows.client import send_payment_completed, send_payment_declined
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
 router = APIRouter(prefix="/v0/paymentSessions", tags=["payment sessions"])
 page_router = APIRouter(include_in_schema=False)
 
-# A declined attempt leaves the checkout payable until it expires, as a card checkout does.
-PAYABLE = frozenset({"open", "declined"})
-PAYABLE_INVOICE = frozenset({"ISSUED", "PAYMENT_FAILED"})
 RECORD_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass
-class Checkout:
-    payment: PaymentSession
-    invoice: Invoice
-    subscription: Subscription
-    merchant_name: str
-    now: datetime  # the subscription's time: its test clock's reading when bound to one
-
-    @property
-    def live(self) -> bool:
-        return self.payment.environment != "sandbox"
-
-    @property
-    def status(self) -> str:
-        """The session's status as the payer sees it: past its expiry it is expired even before the
-        workflow has got round to recording that, and an invoice settled or voided elsewhere ends it."""
-        status = self.payment.status
-        if status in PAYABLE:
-            if self.invoice.status == "PAID":
-                return "completed"
-            if self.invoice.status not in PAYABLE_INVOICE:
-                return "cancelled"
-            if self.payment.expires_at <= self.now:
-                return "expired"
-        return status
 
 
 async def load_checkout(session: AsyncSession, payment_session_id: str) -> Checkout | None:
@@ -187,7 +157,8 @@ async def _lines(session: AsyncSession, invoice_id: str) -> list[pages.Line]:
         select(LineItem).where(LineItem.invoice_id == invoice_id).order_by(LineItem.position, LineItem.id)
     )
     return [
-        pages.Line(row.display_name, row.quantity, row.subtotal, row.period_start, row.period_end) for row in rows
+        pages.Line(row.display_name, row.quantity, row.subtotal, row.period_start, row.period_end)
+        for row in rows
     ]
 
 

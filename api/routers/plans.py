@@ -10,8 +10,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import Context, Ctx, Paging
-from api.errors import conflict, invalid, not_found
-from api.routers.prices import load_links
+from api.lookups import load_links
+from api.problems import conflict, invalid, not_found
 from api.schemas.plans import PlanCreate, PlanOut, PlanUpdate, cadence_of, check_links, check_price_ids
 from api.schemas.prices import LinkedPrice, Problems
 from api.wire import ListResponse, changes, contains, list_envelope

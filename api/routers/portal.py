@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import portal_tokens
 from api.app_state import settings_of
+from api.checkout import PAYABLE, Checkout
 from api.deps import Context, Session
-from api.errors import invalid
 from api.pages import portal as pages
-from api.routers.payments import PAYABLE, Checkout
+from api.problems import invalid
 from api.wire import Timestamp, WireModel
 from db import invoice_totals
 from db.billing import load_context, metered_charges

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -10,13 +9,13 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from api.deps import Context, Ctx, Paging
-from api.errors import ApiError, conflict, invalid
+from api.lookups import load_links
+from api.problems import ApiError, conflict, invalid
 from api.schemas.plans import check_links
 from api.schemas.prices import (
     LinkedPrice,
     PriceCreate,
     PriceDraft,
-    PriceLinks,
     PriceOut,
     PriceUpdate,
     Problems,
@@ -33,19 +32,6 @@ RACE = "The billable metric, fee or feature was removed meanwhile; retry"
 
 # A PATCH that changes one of these can break a rule of a plan the price is linked to.
 PLAN_RELEVANT = {"billable_metric_id", "model", "payment_term"}
-
-
-async def load_links(ctx: Ctx, rows: Iterable[Price]) -> PriceLinks:
-    rows = list(rows)
-    metric_ids = {r.billable_metric_id for r in rows if r.billable_metric_id}
-    fee_ids = {r.fee_id for r in rows if r.fee_id}
-    feature_ids = {r.feature_id for r in rows if r.feature_id}
-    metrics = await ctx.session.scalars(select(BillableMetric).where(BillableMetric.id.in_(metric_ids)))
-    fees = await ctx.session.scalars(select(Fee).where(Fee.id.in_(fee_ids)))
-    features = await ctx.session.scalars(select(Feature).where(Feature.id.in_(feature_ids)))
-    return PriceLinks(
-        metrics={m.id: m for m in metrics}, fees={f.id: f for f in fees}, features={f.id: f for f in features}
-    )
 
 
 @dataclass

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import Context, Ctx
-from api.errors import forbidden, not_found
+from api.problems import forbidden, not_found
 from api.schemas.users import UserOut, UserUpdate
 from api.wire import changes
 from db.models import Membership, User

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Strict, StringConstraints
 
-from api.errors import invalid
+from api.problems import invalid
 from api.wire import Id, Name, Text, Timestamp, UtcDatetime, WireModel
 from db.models import BillableMetric
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import StrictBool
 
-from api.errors import FieldErrors
+from api.problems import FieldErrors
 from api.wire import Id, Name, Timestamp, WireModel
 from db.models import BillableMetric, Feature, Fee, Price
 from domain import pricing

@@ -416,7 +416,7 @@ async def test_large_batch_with_stored_and_repeated_keys(
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"data": {"note": "a\u0000b"}}, "data"),
+        ({"data": {"note": "a\u0000b"}}, "data.note"),
         ({"data": {"k\u0000": 1}}, "data"),
         ({"subject": "c\u0000"}, "subject"),
     ],
