@@ -222,8 +222,7 @@ async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) ->
     order of `queries`. JsonPathError when a metric's or rule's path is outside the supported subset."""
     if not queries:
         return []
-    payload = json.dumps([_query_row(i, q) for i, q in enumerate(queries)])
-    rows = await session.execute(text(_PERIOD_USAGES), {"queries": payload})
+    rows = await session.execute(text(_PERIOD_USAGES), {"queries": _payload(queries)})
     usages: list[PeriodUsage | None] = [None] * len(queries)
     for i, quantity, values, amount, price in rows:
         usages[i] = PeriodUsage(
@@ -234,6 +233,17 @@ async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) ->
         )
     assert all(u is not None for u in usages)
     return [u for u in usages if u is not None]
+
+
+def _payload(queries: Sequence[UsageQuery]) -> str:
+    return json.dumps([_query_row(i, q) for i, q in enumerate(queries)])
+
+
+async def period_usages_plan(session: AsyncSession, queries: Sequence[UsageQuery]) -> str:
+    """EXPLAIN ANALYZE of period_usages for `queries`, for benchmarks and operators: each query row should
+    be an index scan of ix_meter_events_lookup."""
+    explain = text(f"EXPLAIN (ANALYZE, BUFFERS) {_PERIOD_USAGES}")
+    return "\n".join(row[0] for row in await session.execute(explain, {"queries": _payload(queries)}))
 
 
 async def period_usage(session: AsyncSession, query: UsageQuery) -> PeriodUsage:

@@ -1,0 +1,264 @@
+"""GET /v2/invoices?limit=100 over 100 ACTIVE invoices, whose totals are live (priced from the meter events
+so far), with 10 million events in the table.
+
+Setup (not timed): one merchant with a plan of two metered in-arrears prices (standard SUM of $.tokens and
+percentage of $.amount), 100 customers each with a subscription and an ACTIVE invoice for February 2026,
+written as rows; then the events, loaded with generate_series in one INSERT … SELECT per million rows: one
+in `--every` belongs to one of the 100 customers (round robin), the rest to 2,000 other customers, spread
+over four months (January–April) in arrival order, so each page customer's rows are scattered across the
+heap as real traffic leaves them. A second merchant holds the same page of 100 ISSUED invoices (frozen
+totals, no pricing).
+
+Timed (sequential requests, one keep-alive connection), in the same run:
+- the measured page: GET /v2/invoices?limit=100 of the live merchant (one pricing pass for the page:
+  batched contexts and one db.meter_queries.period_usages round trip for its 200 metered prices);
+- baseline: the same request for the frozen page (what listing 100 invoices costs without live totals);
+- baseline: the aggregation SQL alone for the page's 200 queries (period_usages).
+Prints p50/p95/p99 and the plan of the aggregation statement (it must use ix_meter_events_lookup).
+Target (issue 7): p99 < 100 ms.
+
+Run: .venv/bin/python bench/invoices_list.py [--events 10000000] [--every 100] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import httpx
+from _harness import EVENT_TYPE, accrue_api, database_url, new_merchant
+from meter_query import _CREATE, _DROP
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.billing import load_contexts, metered_queries
+from db.merchants import NewMerchant
+from db.meter_queries import UsageQuery, period_usages, period_usages_plan
+from db.models import (
+    BillableMetric,
+    Customer,
+    Invoice,
+    Organization,
+    Plan,
+    PlanPrice,
+    Price,
+    Product,
+    Subscription,
+)
+from db.session import create_engine, session_factory
+from domain.ids import new_id
+
+PAGE = 100
+FEB, MAR = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+START, DAYS = datetime(2026, 1, 1, tzinfo=UTC), 120
+
+_LOAD = """
+INSERT INTO meter_events
+    (id, merchant_id, environment, type, source, subject, data, timestamp, idempotency_key)
+SELECT 'evt_list' || g, $1, 'sandbox', $2, 'bench',
+       CASE WHEN g % $3 = 0 THEN ($4::text[])[1 + (g / $3) % array_length($4::text[], 1)]
+            ELSE 'cus_other_' || (g % 2000) END,
+       jsonb_build_object('tokens', g % 1000, 'amount', (g % 5000) || '.25'),
+       $5::timestamptz + (g::float8 / $6) * ($7 * interval '1 day'),
+       'list-' || g
+FROM generate_series($8::bigint, $9::bigint) AS g
+"""
+
+
+async def rows(engine: AsyncEngine, merchant: NewMerchant, status: str) -> list[str]:
+    """A plan of two metered prices and PAGE subscriptions with one invoice each; returns customer ids."""
+    tenant = {"merchant_id": merchant.merchant_id, "environment": merchant.environment}
+    async with session_factory(engine)() as session:
+        product = Product(id=new_id("product"), name="Bench", description="d", metadata_={}, **tenant)
+        metric = BillableMetric(
+            id=new_id("billable_metric"), product_id=product.id, name="Tokens", description="tokens",
+            unit="tokens", aggregation="SUM", value_property="$.tokens", event_type=EVENT_TYPE, **tenant,
+        )  # fmt: skip
+        share = BillableMetric(
+            id=new_id("billable_metric"), product_id=product.id, name="Revenue", description="revenue",
+            unit="USD", aggregation="SUM", value_property="$.amount", event_type=EVENT_TYPE, **tenant,
+        )  # fmt: skip
+        prices = [
+            Price(
+                id=new_id("price"), billable_metric_id=metric.id, model="standard", payment_term="in_arrears",
+                properties={"unitPrice": "0.001"}, invoice_display_name="Tokens", **tenant,
+            ),
+            Price(
+                id=new_id("price"), billable_metric_id=share.id, model="percentage",
+                payment_term="in_arrears",
+                properties={"percentage": "0.029", "minCharge": "0.30", "maxCharge": "5.00"},
+                invoice_display_name="Revenue share", **tenant,
+            ),
+        ]  # fmt: skip
+        plan = Plan(
+            id=new_id("plan"), product_id=product.id, name="Bench", currency="USD", billing_cadence="P1M",
+            default_tax_code="eservice", default_tax_rate=Decimal(0), tax_behavior="exclusive",
+            renewal_reminder_enabled=False, renewal_reminder_days=3, billing_version=1, **tenant,
+        )  # fmt: skip
+        session.add_all([product, metric, share, *prices, plan])
+        await session.flush()
+        session.add_all(PlanPrice(plan_id=plan.id, price_id=p.id, position=i) for i, p in enumerate(prices))
+        customers = []
+        for i in range(PAGE):
+            consumer = Organization(
+                id=new_id("organization"), kind="consumer", name=f"Customer {i}",
+                email=f"c{i}-{new_id('customer')}@bench.example", owner_merchant_id=merchant.merchant_id,
+                environment=merchant.environment,
+            )  # fmt: skip
+            customer = Customer(
+                id=new_id("customer"), consumer_id=consumer.id, notification_settings={}, **tenant
+            )
+            subscription = Subscription(
+                id=new_id("subscription"), customer_id=customer.id, plan_id=plan.id, name="Bench",
+                status="active", started_at=FEB, billing_anchor=FEB, billing_cadence="P1M", currency="USD",
+                activated_at=FEB, current_period=1, **tenant,
+            )  # fmt: skip
+            invoice = Invoice(
+                id=new_id("invoice"), subscription_id=subscription.id, customer_id=customer.id,
+                sequence_number=1, status=status, currency="USD", billing_anchor=FEB, billing_cadence="P1M",
+                period_start=FEB, period_end=MAR, grace_period_end=MAR + timedelta(hours=24), metadata_={},
+                subtotal=Decimal("12.5"), total_tax=Decimal(0), grand_total=Decimal("12.5"), item_count=2,
+                **tenant,
+            )  # fmt: skip
+            session.add(consumer)
+            await session.flush()
+            session.add(customer)
+            await session.flush()
+            session.add(subscription)
+            await session.flush()
+            session.add(invoice)
+            customers.append(customer.id)
+        await session.commit()
+    return customers
+
+
+async def load(
+    url: str, merchant_id: str, customers: list[str], total: int, every: int, rebuild: bool
+) -> None:
+    conn = await asyncpg.connect(
+        url.replace("postgresql+asyncpg://", "postgresql://", 1), command_timeout=3600
+    )
+    try:
+        started = time.perf_counter()
+        if rebuild:
+            await conn.execute(_DROP)
+        chunk = 1_000_000
+        for low in range(1, total + 1, chunk):
+            high = min(low + chunk - 1, total)
+            await conn.execute(
+                _LOAD, merchant_id, EVENT_TYPE, every, customers, START, total, DAYS, low, high
+            )
+            print(f"  loaded {high:,} events ({time.perf_counter() - started:.0f} s)", flush=True)
+        if rebuild:
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            for statement in _CREATE:
+                await conn.execute(statement)
+            print(f"  indexes built ({time.perf_counter() - started:.0f} s)", flush=True)
+        await conn.execute("VACUUM ANALYZE meter_events")
+        size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('meter_events'))")
+        count = await conn.fetchval("SELECT count(*) FROM meter_events")
+        mine = await conn.fetchval(
+            "SELECT count(*) FROM meter_events WHERE subject = ANY($1::text[]) AND timestamp >= $2 "
+            "AND timestamp < $3",
+            customers,
+            FEB,
+            MAR,
+        )
+        print(f"  {count:,} events, {size} with indexes; {mine:,} of them in the page's February periods")
+    finally:
+        await conn.close()
+
+
+async def timed(call: Callable[[], Awaitable[object]], n: int) -> tuple[float, float, float]:
+    for _ in range(min(20, n)):
+        await call()  # warm-up: connections, plans, pages
+    latencies = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - started)
+    q = statistics.quantiles(latencies, n=100)
+    return q[49] * 1000, q[94] * 1000, q[98] * 1000
+
+
+async def page_queries(engine: AsyncEngine, merchant: NewMerchant) -> list[UsageQuery]:
+    """The UsageQuery list GET /v2/invoices builds for the live page (db.billing.metered_queries)."""
+    async with session_factory(engine)() as session:
+        subscriptions = await session.scalars(
+            select(Subscription).where(Subscription.merchant_id == merchant.merchant_id)
+        )
+        contexts = await load_contexts(session, list(subscriptions))
+    return [query for ctx in contexts for _, _, query in metered_queries(ctx, FEB, MAR)]
+
+
+async def main(total: int, every: int, n: int) -> None:
+    own_database = "DATABASE_URL" not in os.environ
+    url = database_url()
+    live, frozen = await new_merchant(url), await new_merchant(url)
+    engine = create_engine(url, pool_size=2)
+    customers = await rows(engine, live, "ACTIVE")
+    await rows(engine, frozen, "ISSUED")
+    print(f"loading {total:,} events, one in {every} from the {PAGE} page customers, over {DAYS} days")
+    await load(url, live.merchant_id, customers, total, every, rebuild=own_database)
+    queries = await page_queries(engine, live)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        plan = await period_usages_plan(session, queries)
+    print(f"aggregation plan uses ix_meter_events_lookup: {'ix_meter_events_lookup' in plan}")
+    print("\n".join(f"  {line}" for line in plan.splitlines()))
+
+    async def sql() -> object:
+        async with sessions() as session:
+            return await period_usages(session, queries)
+
+    with accrue_api(url) as api:
+        async with (
+            httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {live.api_key}"}) as a,
+            httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {frozen.api_key}"}) as b,
+        ):
+
+            def listing(client: httpx.AsyncClient) -> Callable[[], Awaitable[object]]:
+                async def call() -> object:
+                    response = await client.get("/v2/invoices", params={"limit": PAGE})
+                    assert response.status_code == 200, response.text
+                    assert len(response.json()["data"]) == PAGE
+                    return response
+
+                return call
+
+            body = (await listing(a)()).json()  # type: ignore[attr-defined]
+            totals = sorted(Decimal(i["grandTotal"]) for i in body["data"])
+            print(f"live page: {PAGE} ACTIVE invoices, grand totals {totals[0]} … {totals[-1]} USD")
+            scenarios = [
+                ("baseline: same page, 100 ISSUED (frozen totals)", listing(b)),
+                (f"baseline: aggregation SQL alone ({len(queries)} queries)", sql),
+                ("GET /v2/invoices?limit=100, 100 ACTIVE (live)", listing(a)),
+            ]
+            print(f"\n{n} sequential requests each")
+            print(f"{'scenario':<52}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+            results = {}
+            for name, call in scenarios:
+                results[name] = await timed(call, n)
+                p50, p95, p99 = results[name]
+                print(f"{name:<52}{p50:>9.1f}{p95:>9.1f}{p99:>9.1f}")
+            p99 = results[scenarios[-1][0]][2]
+            print(f"\nlive page p99 {p99:.1f} ms (target: < 100 ms)")
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000, help="events in the table (10,000,000)")
+    parser.add_argument("--every", type=int, default=100, help="one event in this many is a page customer's")
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per scenario (300)")
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.every, args.requests))
