@@ -50,6 +50,36 @@ class Charge:
     metered_quantity: Decimal | None = None
     payment_term: str | None = None
 
+    @classmethod
+    def priced(
+        cls,
+        kind: str,
+        price: Price,
+        usage: PeriodUsage,
+        start: datetime,
+        end: datetime,
+        *,
+        payment_term: str,
+        metric_id: str | None = None,
+        fee_id: str | None = None,
+    ) -> Charge:
+        """`price` priced by its model over `usage`, billing the service period [start, end)."""
+        priced = model_for(price.model).price_period(price.properties, usage)
+        return cls(
+            kind=kind,
+            price=price,
+            display_name=price.invoice_display_name,
+            quantity=priced.quantity,
+            unit_price=priced.unit_price,
+            amount=priced.amount,
+            period_start=start,
+            period_end=end,
+            metric_id=metric_id,
+            fee_id=fee_id,
+            metered_quantity=usage.quantity if metric_id is not None else None,
+            payment_term=payment_term,
+        )
+
 
 @dataclass
 class BillingContext:
@@ -124,25 +154,12 @@ def fee_charges(
             continue
         if not fee_is_due(row, ctx.subscription.billing_anchor, start, first_period=first_period):
             continue
-        priced = model_for(price.model).price_period(price.properties, PeriodUsage(quantity=Decimal(1)))
-        charges.append(
-            Charge(
-                kind="fee",
-                price=price,
-                display_name=price.invoice_display_name,
-                quantity=priced.quantity,
-                unit_price=priced.unit_price,
-                amount=priced.amount,
-                period_start=start,
-                period_end=end,
-                fee_id=row.fee.id,
-                payment_term=term,
-            )
-        )
+        one = PeriodUsage(quantity=Decimal(1))
+        charges.append(Charge.priced("fee", price, one, start, end, payment_term=term, fee_id=row.fee.id))
     return charges
 
 
-def _metered(
+def metered_queries(
     ctx: BillingContext, start: datetime, end: datetime
 ) -> list[tuple[Price, BillableMetric, UsageQuery]]:
     """The in-arrears metric prices with the UsageQuery each asks of the aggregation engine."""
@@ -181,27 +198,15 @@ async def metered_charges_many(
     session: AsyncSession, periods: Sequence[tuple[BillingContext, datetime, datetime]]
 ) -> list[list[Charge]]:
     """metered_charges of many (context, start, end) periods with one aggregation round trip."""
-    plans = [(_metered(ctx, start, end), start, end) for ctx, start, end in periods]
+    plans = [(metered_queries(ctx, start, end), start, end) for ctx, start, end in periods]
     usages = iter(await period_usages(session, [q for metered, _, _ in plans for _, _, q in metered]))
     result = []
     for metered, start, end in plans:
         charges = []
         for price, metric, _ in metered:
-            usage = next(usages)
-            priced = model_for(price.model).price_period(price.properties, usage)
             charges.append(
-                Charge(
-                    kind="metered",
-                    price=price,
-                    display_name=price.invoice_display_name,
-                    quantity=priced.quantity,
-                    unit_price=priced.unit_price,
-                    amount=priced.amount,
-                    period_start=start,
-                    period_end=end,
-                    metric_id=metric.id,
-                    metered_quantity=usage.quantity,
-                    payment_term="in_arrears",
+                Charge.priced(
+                    "metered", price, next(usages), start, end, payment_term="in_arrears", metric_id=metric.id
                 )
             )
         result.append(charges)

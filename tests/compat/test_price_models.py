@@ -41,28 +41,29 @@ def created(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def metric(client: httpx.Client, merchant: NewMerchant, product: str, name: str, unit: str = "calls") -> str:
+    body = {
+        "merchantId": merchant.merchant_id,
+        "productId": product,
+        "name": name,
+        "description": "d",
+        "unit": unit,
+        "aggregation": "SUM",
+        "valueProperty": "$.value",
+    }
+    return str(created(client.post("/v0/billableMetrics", json=body))["id"])
+
+
 def mixed_plan(client: httpx.Client, merchant: NewMerchant) -> tuple[str, dict[str, dict[str, Any]]]:
     """A plan with one price of every model (each on its own metric: a plan prices a metric once)."""
     m = merchant.merchant_id
     product = created(client.post("/v0/products", json={"merchantId": m, "name": "All", "description": "d"}))
     prices = {}
     for name, (model, properties) in MODELS.items():
-        metric = created(
-            client.post(
-                "/v0/billableMetrics",
-                json={
-                    "merchantId": m,
-                    "productId": product["id"],
-                    "name": name,
-                    "description": "d",
-                    "unit": "USD" if model == "percentage" else "calls",
-                    "aggregation": "SUM",
-                    "valueProperty": "$.value",
-                },
-            )
-        )
         body = {
-            "billableMetricId": metric["id"],
+            "billableMetricId": metric(
+                client, merchant, product["id"], name, "USD" if model == "percentage" else "calls"
+            ),
             "model": model,
             "paymentTerm": "in_arrears",
             "invoiceDisplayName": name,
@@ -142,22 +143,9 @@ def test_sdk_0_6_3_creates_volume_bands_and_parses_every_model(
     api_url: str, client: httpx.Client, merchant: NewMerchant
 ) -> None:
     plan_id, prices = mixed_plan(client, merchant)
-    spare = created(
-        client.post(
-            "/v0/billableMetrics",
-            json={
-                "merchantId": merchant.merchant_id,
-                "productId": client.get(f"/v0/plans/{plan_id}").json()["productId"],
-                "name": "spare",
-                "description": "d",
-                "unit": "calls",
-                "aggregation": "SUM",
-                "valueProperty": "$.value",
-            },
-        )
-    )
+    spare = metric(client, merchant, client.get(f"/v0/plans/{plan_id}").json()["productId"], "spare")
     run = subprocess.run(
-        [sdk063_python(), "-c", SDK063, api_url, merchant.api_key, plan_id, spare["id"]],
+        [sdk063_python(), "-c", SDK063, api_url, merchant.api_key, plan_id, spare],
         capture_output=True,
         text=True,
         timeout=60,
