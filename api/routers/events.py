@@ -378,6 +378,19 @@ async def ingest_batch(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
+def _batch_schema() -> dict[str, Any]:
+    """BatchIngest's JSON schema with its events inlined: pydantic would point them at a local `$defs`,
+    which is not a place an OpenAPI reference may lead (ReDoc refuses the whole document)."""
+    schema = BatchIngest.model_json_schema(by_alias=True)
+    schema.pop("$defs", None)
+    schema["properties"]["events"] |= {
+        "items": IngestEvent.model_json_schema(by_alias=True),
+        "minItems": 1,
+        "maxItems": MAX_BATCH,
+    }
+    return schema
+
+
 router.add_api_route(
     "/batch",
     ingest_batch,
@@ -389,7 +402,7 @@ router.add_api_route(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BatchIngest.model_json_schema(by_alias=True)}},
+            "content": {"application/json": {"schema": _batch_schema()}},
         }
     },
     route_class_override=DirectRoute,
