@@ -46,8 +46,10 @@ def is_live(invoice: Invoice) -> bool:
     return invoice.status in LIVE_STATUSES and invoice.sequence_number > 0
 
 
-async def live_invoices(session: AsyncSession, invoices: Sequence[Invoice]) -> dict[str, LiveInvoice]:
-    """The live invoices among `invoices`, priced now, by invoice id."""
+async def live_invoices(
+    session: AsyncSession, invoices: Sequence[Invoice], *, with_lines: bool = True
+) -> dict[str, LiveInvoice]:
+    """The live invoices among `invoices`, priced now, by invoice id (their lines only `with_lines`)."""
     live = [invoice for invoice in invoices if is_live(invoice)]
     if not live:
         return {}
@@ -64,6 +66,9 @@ async def live_invoices(session: AsyncSession, invoices: Sequence[Invoice]) -> d
     for (ctx, invoice), billed in zip(pairs, charges, strict=True):
         priced = price_lines(ctx, invoice, billed, manual[invoice.id])
         totals = Totals(priced.subtotal, priced.total_tax, priced.grand_total, len(priced.lines))
+        if not with_lines:
+            views[invoice.id] = LiveInvoice(totals, [])
+            continue
         generated = zip(billed, priced.lines[: len(billed)], strict=True)
         lines = [
             charge_line(invoice, i, c, line, invoice.grace_period_end)
@@ -90,7 +95,7 @@ def _manual(item: LineItem, position: int, line: PricedLine) -> LineItem:
 
 async def current_totals_many(session: AsyncSession, invoices: Sequence[Invoice]) -> list[Totals]:
     """What the API shows for each invoice: live for an open one, the frozen columns otherwise."""
-    live = await live_invoices(session, invoices)
+    live = await live_invoices(session, invoices, with_lines=False)
     return [live[i.id].totals if i.id in live else stored_totals(i) for i in invoices]
 
 

@@ -134,8 +134,9 @@ class UsageQuery:
 
 
 # Each query is one row of a jsonb parameter, so a page of invoices is one statement with one plan: the
-# LATERAL runs an index scan of ix_meter_events_lookup per query row. The raw subquery reads each JSON value
-# once (OFFSET 0 keeps the planner from inlining it and repeating the extraction in every expression).
+# LATERAL runs an index scan of ix_meter_events_lookup per query row. Each subquery level is computed once per
+# event (OFFSET 0 keeps the planner from inlining it, which would repeat the JSON extraction and the
+# number parsing in every aggregate that reads them).
 _PERIOD_USAGES = f"""
 SELECT q.i, u.quantity, u.record_values, u.record_amount, u.record_price
 FROM jsonb_to_recordset(CAST(:queries AS jsonb)) AS q(
@@ -178,6 +179,7 @@ CROSS JOIN LATERAL (
                 AND e.timestamp >= q.start_at AND e.timestamp < q.end_at
             OFFSET 0
         ) raw
+        OFFSET 0
     ) r
 ) u
 """

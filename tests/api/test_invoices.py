@@ -194,7 +194,9 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Replaces the live calculation (the API server runs in this process) and records what it was asked."""
     asked: list[str] = []
 
-    async def fake(session: object, invoices: list[Invoice]) -> dict[str, LiveInvoice]:
+    async def fake(
+        session: object, invoices: list[Invoice], with_lines: bool = True
+    ) -> dict[str, LiveInvoice]:
         live = [i.id for i in invoices if invoice_totals.is_live(i)]
         asked.extend(live)
         return {
