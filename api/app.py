@@ -18,6 +18,7 @@ from sqlalchemy import text
 from api import errors, log_redaction
 from api.app_state import temporal_client
 from api.body_limit import RequestGuard
+from api.problems import ERROR_RESPONSES
 from api.routers import (
     billable_metrics,
     customers,
@@ -90,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     log_redaction.install()
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     _offline_docs(app)
     app.add_middleware(

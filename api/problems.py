@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 CATEGORIES = {
     400: "bad_request",
     401: "unauthorized",
@@ -22,6 +24,41 @@ CATEGORIES = {
     429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    code: str
+
+
+class ErrorBody(BaseModel):
+    """The envelope every error answers with, as the OpenAPI document declares it."""
+
+    model_config = ConfigDict(title="Error")
+
+    error: str
+    message: str
+    code: str | None = None
+    details: dict[str, Any] | None = None
+    errors: list[FieldError] | None = None
+
+
+# What any operation may answer besides its success; declared once for every route (api/app.py).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Invalid request: `errors` names each offending field",
+        401: "Missing or invalid API key",
+        403: "The API key may not do this (another organization, or live where only sandbox is allowed)",
+        404: "No such resource for this API key",
+        408: "The request body did not arrive in time",
+        409: "Conflicts with the resource's current state",
+        413: "Request body too large",
+        422: "Well-formed but refers to something that cannot be used",
+        503: "A dependency (database, Temporal) is unavailable; nothing was applied, retry",
+    }.items()
 }
 
 

@@ -33,9 +33,13 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def in_range(value: datetime) -> datetime:
-    value = as_utc(value)
+    message = f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)"
+    try:
+        value = as_utc(value)
+    except OverflowError:  # year 1 or 9999 with an offset that moves it past datetime's range
+        raise ValueError(message) from None
     if not EARLIEST <= value < LATEST:
-        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+        raise ValueError(message)
     return value
 
 

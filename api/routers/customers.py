@@ -29,7 +29,7 @@ from api.schemas.customers import (
     store_rates,
 )
 from api.wire import ListResponse, changes, contains, list_envelope
-from db.models import Customer, Organization
+from db.models import Customer, Organization, Subscription
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/customers", tags=["customers"])
@@ -158,10 +158,29 @@ async def update_customer(id: str, body: CustomerUpdate, ctx: Context) -> Custom
 Blocker = dict[str, Any]
 BlockerQuery = Callable[[AsyncSession, Customer], Awaitable[Blocker | None]]
 
+
+async def _subscriptions(session: AsyncSession, customer: Customer) -> Blocker | None:
+    # Terminated ones too: they keep the customer's invoices and history, so the row must stay.
+    rows = list(
+        await session.execute(
+            select(Subscription.id, Subscription.status)
+            .where(Subscription.customer_id == customer.id)
+            .order_by(Subscription.created_at)
+        )
+    )
+    if not rows:
+        return None
+    return {
+        "type": "subscriptions",
+        "count": len(rows),
+        "items": [{"id": i, "status": st} for i, st in rows[:10]],
+    }
+
+
 # What keeps a customer from being deleted: one query per kind of dependent object, each returning
-# {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Subscriptions, invoices,
-# disputes and entitlements do not exist yet, so today nothing blocks; each adds its query here.
-BLOCKERS: list[BlockerQuery] = []
+# {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Disputes and entitlements do
+# not exist yet; each adds its query here.
+BLOCKERS: list[BlockerQuery] = [_subscriptions]
 
 
 @router.delete("/{id}", status_code=204, response_class=Response)

@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from db.merchants import NewMerchant
 from settings import Settings
 from tests.api.test_events import event, new_metric
 from tests.conftest import free_port
+from tests.factories import Factory
 from tests.helpers import assert_error, field_errors
 
 NUL = "a\u0000b"
@@ -95,6 +97,9 @@ def test_a_year_1_timestamp_is_400_at_ingestion_and_in_meter_queries(
     assert "between 1970-01-01 and 2200-01-01" in errors["timestamp"]
     query = {"from": "0001-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "windowSize": "MONTH"}
     assert "from" in field_errors(client.get(f"/v0/billableMetrics/{metric['id']}/meter", params=query))
+    # An offset that carries the instant past year 9999 overflowed datetime (a 500).
+    query["from"] = "9999-12-31T23:00:00-05:00"
+    assert "from" in field_errors(client.get(f"/v0/billableMetrics/{metric['id']}/meter", params=query))
 
 
 def test_a_long_filter_group_by_is_400(client: httpx.Client, merchant: NewMerchant) -> None:
@@ -170,3 +175,18 @@ def test_a_slow_body_is_408_after_the_timeout(guarded_url: str) -> None:
         status, head = _response(sock)
         assert status == 408 and b"connection: close" in head.lower()
         assert time.monotonic() - started < 5
+
+
+async def test_deleting_a_customer_with_a_subscription_is_409(
+    api_url: str, merchant: NewMerchant, engine: AsyncEngine
+) -> None:
+    factory = Factory(engine, merchant)
+    customer = await factory.customer()
+    subscription = await factory.subscription(customer=customer, status="terminated")
+    headers = {"Authorization": f"Bearer {merchant.api_key}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers) as client:
+        response = await client.delete(f"/v0/customers/{customer.id}")
+    body = assert_error(response, 409, "conflict")
+    assert body["details"]["blockers"] == [
+        {"type": "subscriptions", "count": 1, "items": [{"id": subscription.id, "status": "terminated"}]}
+    ]
