@@ -133,46 +133,47 @@ class UsageQuery:
     rule: RecordRule | None = None
 
 
-# Each query is one row of a jsonb parameter, so a page of invoices is one statement with one plan: the
-# LATERAL runs an index scan of ix_meter_events_lookup per query row. Each subquery level is computed once per
-# event (OFFSET 0 keeps the planner from inlining it, which would repeat the JSON extraction and the
+# Each query is one row of a jsonb parameter and the LATERAL runs an index scan of ix_meter_events_lookup
+# per row, so a page of invoices is one statement. Queries are grouped by shape (aggregation, kind of
+# record rule), one UNION ALL branch per shape present, so each event pays only for the aggregates its
+# query needs; there are few shapes, so few distinct statements to plan. Each subquery level is computed once
+# per event (OFFSET 0 keeps the planner from inlining it, which would repeat the JSON extraction and the
 # number parsing in every aggregate that reads them).
-_PERIOD_USAGES = f"""
+_COLUMNS = """
+    i int, merchant_id text, environment text, event_type text, subjects text[], start_at timestamptz,
+    end_at timestamptz, value_path text[], factor numeric, price_path text[], price_min numeric,
+    price_max numeric, amount_min numeric, amount_max numeric
+"""
+_PRICE = {
+    "none": "NULL::numeric",
+    "factor": "q.factor",
+    # The reported price held to the bounds; missing or not a number is price_min.
+    "path": f"least(greatest(coalesce({_number('raw.pj')}, q.price_min), q.price_min), q.price_max)",
+}
+
+
+def _branch(aggregation: str, rule: str, param: str) -> str:
+    # greatest/least skip NULL bounds (a None bound is no bound) but also a NULL product, hence FILTER.
+    amount = (
+        "coalesce(sum(least(greatest(v * price, q.amount_min), q.amount_max)) "
+        "FILTER (WHERE v * price IS NOT NULL), 0)"
+    )
+    # The one price every valued record shares (min = max), else NULL.
+    shared = "CASE WHEN min(price) FILTER (WHERE v IS NOT NULL) = max(price) FILTER (WHERE v IS NOT NULL) "
+    shared += "THEN min(price) FILTER (WHERE v IS NOT NULL) END"
+    distinct = _scalar_text("raw.vj") if aggregation == "UNIQUE_COUNT" else "NULL::text"
+    price_json = "e.data #> q.price_path" if rule == "path" else "NULL::jsonb"
+    return f"""
 SELECT q.i, u.quantity, u.record_values, u.record_amount, u.record_price
-FROM jsonb_to_recordset(CAST(:queries AS jsonb)) AS q(
-    i int, merchant_id text, environment text, event_type text, subjects text[],
-    start_at timestamptz, end_at timestamptz, aggregation text, value_path text[],
-    has_rule boolean, factor numeric, price_path text[], price_min numeric, price_max numeric,
-    amount_min numeric, amount_max numeric
-)
+FROM jsonb_to_recordset(CAST(:{param} AS jsonb)) AS q({_COLUMNS})
 CROSS JOIN LATERAL (
-    SELECT
-        CASE q.aggregation
-            WHEN 'SUM' THEN coalesce(sum(r.v), 0)
-            WHEN 'COUNT' THEN count(*)
-            WHEN 'AVG' THEN coalesce(round(avg(r.v) FILTER (WHERE q.aggregation = 'AVG'), 9), 0)
-            WHEN 'MIN' THEN coalesce(min(r.v) FILTER (WHERE q.aggregation = 'MIN'), 0)
-            WHEN 'MAX' THEN coalesce(max(r.v) FILTER (WHERE q.aggregation = 'MAX'), 0)
-            WHEN 'UNIQUE_COUNT' THEN count(DISTINCT r.d) FILTER (WHERE q.aggregation = 'UNIQUE_COUNT')
-            -- Ties on timestamp go to the later row in (timestamp, id) order.
-            WHEN 'LATEST' THEN coalesce((array_agg(r.v ORDER BY r.ts DESC, r.id DESC)
-                FILTER (WHERE r.v IS NOT NULL AND q.aggregation = 'LATEST'))[1], 0)
-        END AS quantity,
-        coalesce(sum(r.v), 0) AS record_values,
-        -- greatest/least skip NULL bounds (a None bound is no bound) but also a NULL product, hence FILTER.
-        coalesce(sum(least(greatest(r.v * r.price, q.amount_min), q.amount_max))
-            FILTER (WHERE r.v * r.price IS NOT NULL), 0) AS record_amount,
-        -- The one price every valued record shares (min = max), else NULL.
-        CASE WHEN min(r.price) FILTER (WHERE r.v IS NOT NULL) = max(r.price) FILTER (WHERE r.v IS NOT NULL)
-            THEN min(r.price) FILTER (WHERE r.v IS NOT NULL) END AS record_price
+    SELECT {_AGGREGATES[aggregation]} AS quantity, coalesce(sum(v), 0) AS record_values,
+        {amount if rule != "none" else "0"} AS record_amount,
+        {shared if rule != "none" else "NULL::numeric"} AS record_price
     FROM (
-        SELECT raw.ts, raw.id, {_number("raw.vj")} AS v,
-            CASE WHEN q.aggregation = 'UNIQUE_COUNT' THEN {_scalar_text("raw.vj")} END AS d,
-            CASE WHEN q.has_rule THEN coalesce(q.factor, least(
-                greatest(coalesce({_number("raw.pj")}, q.price_min), q.price_min), q.price_max
-            )) END AS price
+        SELECT raw.ts AS ts, raw.id AS id, {_number("raw.vj")} AS v, {distinct} AS d, {_PRICE[rule]} AS price
         FROM (
-            SELECT e.timestamp AS ts, e.id, e.data #> q.value_path AS vj, e.data #> q.price_path AS pj
+            SELECT e.timestamp AS ts, e.id, e.data #> q.value_path AS vj, {price_json} AS pj
             FROM meter_events e
             WHERE e.merchant_id = q.merchant_id AND e.environment = q.environment
                 AND e.type = q.event_type AND e.subject = ANY(q.subjects)
@@ -181,8 +182,13 @@ CROSS JOIN LATERAL (
         ) raw
         OFFSET 0
     ) r
-) u
-"""
+) u"""
+
+
+def _rule_kind(rule: RecordRule | None) -> str:
+    if rule is None:
+        return "none"
+    return "factor" if rule.price_path is None else "path"
 
 
 def _decimal_text(value: Decimal | None) -> str | None:
@@ -203,9 +209,7 @@ def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
         "subjects": list(query.subjects),
         "start_at": query.start.isoformat(),
         "end_at": query.end.isoformat(),
-        "aggregation": query.aggregation,
         "value_path": pg_path(query.value_property) if query.value_property is not None else None,
-        "has_rule": rule is not None,
     }
     if rule is not None:
         row |= {
@@ -219,12 +223,26 @@ def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
     return row
 
 
+def _statement(queries: Sequence[UsageQuery]) -> tuple[str, dict[str, str]]:
+    """The UNION ALL of one branch per shape among `queries`, and each branch's jsonb parameter."""
+    shapes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for i, query in enumerate(queries):
+        row = _query_row(i, query)
+        shapes.setdefault((query.aggregation, _rule_kind(query.rule)), []).append(row)
+    branches, params = [], {}
+    for n, ((aggregation, rule), rows) in enumerate(sorted(shapes.items())):
+        branches.append(_branch(aggregation, rule, f"q{n}"))
+        params[f"q{n}"] = json.dumps(rows)
+    return "\nUNION ALL".join(branches), params
+
+
 async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) -> list[PeriodUsage]:
     """One round trip for many (e.g. every metered price of every invoice on a /v2/invoices page), in the
     order of `queries`. JsonPathError when a metric's or rule's path is outside the supported subset."""
     if not queries:
         return []
-    rows = await session.execute(text(_PERIOD_USAGES), {"queries": _payload(queries)})
+    sql, params = _statement(queries)
+    rows = await session.execute(text(sql), params)
     usages: list[PeriodUsage | None] = [None] * len(queries)
     for i, quantity, values, amount, price in rows:
         usages[i] = PeriodUsage(
@@ -237,15 +255,13 @@ async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) ->
     return [u for u in usages if u is not None]
 
 
-def _payload(queries: Sequence[UsageQuery]) -> str:
-    return json.dumps([_query_row(i, q) for i, q in enumerate(queries)])
-
-
 async def period_usages_plan(session: AsyncSession, queries: Sequence[UsageQuery]) -> str:
     """EXPLAIN ANALYZE of period_usages for `queries`, for benchmarks and operators: each query row should
     be an index scan of ix_meter_events_lookup."""
-    explain = text(f"EXPLAIN (ANALYZE, BUFFERS) {_PERIOD_USAGES}")
-    return "\n".join(row[0] for row in await session.execute(explain, {"queries": _payload(queries)}))
+    sql, params = _statement(queries)
+    return "\n".join(
+        row[0] for row in await session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)
+    )
 
 
 async def period_usage(session: AsyncSession, query: UsageQuery) -> PeriodUsage:
