@@ -252,7 +252,8 @@ def _period_fees(ctx: BillingContext, invoice: Invoice) -> list[Charge]:
     # A termination inside this invoice's grace window cut the next period short, not this one: that period
     # had begun, so its in-advance fees are due. Only a termination at or before periodEnd ends the billing.
     ended = sub.terminated_at is not None and sub.terminated_at <= end
-    if not (invoice.is_final or ended):
+    in_advance = any(row.fee is not None and row.price.payment_term == "in_advance" for row in ctx.prices)
+    if in_advance and not (invoice.is_final or ended):
         cadence = parse_duration(sub.billing_cadence)
         next_start, next_end = period_bounds(sub.billing_anchor, cadence, invoice.sequence_number)
         charges += fee_charges(ctx, "in_advance", next_start, next_end, first_period=False)
