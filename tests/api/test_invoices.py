@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from paygentic_sdk import Paygentic, errors, models
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import invoice_totals
 from db.invoice_totals import LiveInvoice, Totals
 from db.merchants import NewMerchant
-from db.models import Invoice, LineItem, MeterEvent, PlanPrice, Price, Subscription
+from db.models import Invoice, LineItem, MeterEvent, Plan, PlanPrice, Price, Subscription
+from db.session import session_factory
 from domain.ids import new_id
 from tests.factories import ANCHOR, Factory
 from tests.helpers import assert_error, field_errors, sdk063_python
@@ -250,9 +251,9 @@ async def test_open_invoice_shows_live_figures_not_stale_columns(
     assert (body["status"], body["subtotal"], body["itemCount"]) == ("ACTIVE", "0.00", 0)
 
 
-async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, factory: Factory) -> None:
-    """An ACTIVE invoice lists the lines its live totals count, with the quantities so far, and each line
-    says which period it bills: the next period's in-advance fee carries that period."""
+async def metered_plan(factory: Factory) -> tuple[Plan, str, str]:
+    """A plan billing API calls at 0.50 in arrears and a 20.00 platform fee in advance: (plan, metric, fee)
+    ids."""
     plan = await factory.plan()
     metric = await factory.metric(aggregation="COUNT", event_type="api.call")
     fee = await factory.fee()
@@ -269,16 +270,30 @@ async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, fac
     for position, price in enumerate(prices):
         await factory.add(price)
         await factory.add(PlanPrice(plan_id=plan.id, price_id=price.id, position=position))
+    return plan, metric.id, fee.id
+
+
+async def calls(factory: Factory, subject: str, *at: datetime) -> None:
+    for when in at:
+        await factory.add(
+            MeterEvent(
+                id=new_id("event"), **factory.tenant, type="api.call", source="tests", subject=subject,
+                data={}, timestamp=when, idempotency_key=new_id("event"),
+            )
+        )  # fmt: skip
+
+
+async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, factory: Factory) -> None:
+    """An ACTIVE invoice lists the lines its live totals count, with the quantities so far, and each line
+    says which period it bills: the next period's in-advance fee carries that period."""
+    plan, metric_id, fee_id = await metered_plan(factory)
     sub = await factory.subscription(plan)
     feb28, mar31 = datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)
     invoice = await factory.invoice(sub, period_start=ANCHOR, period_end=feb28)
-    for at in (ANCHOR, ANCHOR + timedelta(days=3), feb28 - timedelta(seconds=1), feb28):  # the last is out
-        await factory.add(
-            MeterEvent(
-                id=new_id("event"), **factory.tenant, type="api.call", source="tests",
-                subject=sub.customer_id, data={}, timestamp=at, idempotency_key=new_id("event"),
-            )
-        )  # fmt: skip
+    # The last one is at periodEnd: the next period's.
+    await calls(
+        factory, sub.customer_id, ANCHOR, ANCHOR + timedelta(days=3), feb28 - timedelta(seconds=1), feb28
+    )
     await factory.line_item(
         invoice, sub, type="manual", status="pending", display_name="Setup", quantity=Decimal(2),
         unit_price=Decimal(5), invoice_at=ANCHOR + timedelta(days=1),
@@ -306,8 +321,8 @@ async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, fac
         ("Platform fee", "fee", 1, "20.00", "20.00", "in_advance", feb28, mar31),
         ("Setup", "fee", 2, "5.00", "10.00", None, ANCHOR, feb28),
     ]
-    assert body["lineItems"][0]["billableMetricId"] == metric.id
-    assert body["lineItems"][1]["eventSourceId"] == fee.id
+    assert body["lineItems"][0]["billableMetricId"] == metric_id
+    assert body["lineItems"][1]["eventSourceId"] == fee_id
 
     # Token paging walks the same live lines; expand=lineItems shows them too.
     first = (await aclient.get(f"/v2/invoices/{invoice.id}/lineItems", params={"limit": 2})).json()
@@ -322,6 +337,43 @@ async def test_open_invoice_lists_its_live_lines(aclient: httpx.AsyncClient, fac
     assert rest["nextPageToken"] is None
     expanded = (await aclient.get(f"/v2/invoices/{invoice.id}", params={"expand": "lineItems"})).json()
     assert expanded["lineItems"] == body and expanded["itemCount"] == 3
+
+
+async def test_a_page_of_live_invoices_is_priced_in_a_fixed_number_of_queries(
+    factory: Factory, engine: AsyncEngine
+) -> None:
+    """GET /v2/invoices prices its whole page together: the statements do not grow with the page, and each
+    invoice gets the totals it has alone."""
+    plan, _, _ = await metered_plan(factory)
+    feb28 = datetime(2026, 2, 28, tzinfo=UTC)
+    invoices = []
+    for n in range(4):
+        sub = await factory.subscription(plan)
+        invoices.append(await factory.invoice(sub, period_start=ANCHOR, period_end=feb28))
+        await calls(factory, sub.customer_id, *(ANCHOR + timedelta(hours=h) for h in range(n)))
+    frozen = await factory.invoice(
+        await factory.subscription(plan), status="ISSUED", subtotal=Decimal(7), grand_total=Decimal(7)
+    )
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def priced(page: list[Invoice]) -> tuple[list[Totals], int]:
+        async with session_factory(engine)() as session:
+            connection = await session.connection()
+            statements.clear()
+            event.listen(connection.sync_connection, "before_cursor_execute", record)
+            try:
+                return await invoice_totals.current_totals_many(session, page), len(statements)
+            finally:
+                event.remove(connection.sync_connection, "before_cursor_execute", record)
+
+    one, one_count = await priced(invoices[:1])
+    page, page_count = await priced([*invoices, frozen])
+    assert page_count == one_count
+    assert [t.grand_total for t in page] == [Decimal(20), Decimal("20.5"), Decimal(21), Decimal("21.5"), 7]
+    assert page[0] == one[0] and [t.item_count for t in page[:4]] == [2, 2, 2, 2]
 
 
 async def test_list_filters_pages_and_orders_newest_first(
