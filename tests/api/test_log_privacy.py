@@ -33,11 +33,16 @@ def access_log() -> Iterator[io.StringIO]:
     handler.setFormatter(
         AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False)
     )
-    level, logger.level = logger.level, logging.INFO
+    # setLevel, not `logger.level =`: it also clears the logger's cached isEnabledFor answers, which a
+    # uvicorn server started earlier in the session (log_level="warning") has filled.
+    level, disabled = logger.level, logger.disabled
+    logger.setLevel(logging.INFO)
+    logger.disabled = False
     logger.addHandler(handler)
     yield out
     logger.removeHandler(handler)
     logger.setLevel(level)
+    logger.disabled = disabled
 
 
 @pytest.mark.parametrize(
