@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         default=30.0,
         description="Seconds a request body may take to arrive; a slower one gets 408.",
     )
+    event_writer_lanes: int = Field(
+        default=2, description="Connections the API's meter-event writer keeps for its group commits."
+    )
+    event_writer_linger: float = Field(
+        default=0.0, description="Seconds the meter-event writer holds a group commit open for late arrivals."
+    )
     db_pool_size: int = Field(default=10, description="Connections kept in each process's DB pool.")
     invoice_grace_period: timedelta = Field(
         default=timedelta(hours=24), description="Time after periodEnd that late events still count."

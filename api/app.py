@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.temporal = None
-        events.start(app, engine)
+        events.start(app, engine, lanes=settings.event_writer_lanes, linger=settings.event_writer_linger)
         # What exists now lives as long as the process; frozen, it is left out of the collector's full
         # passes, which otherwise pause every request for tens of ms on this heap (bench/events_ingest.py).
         gc.freeze()

@@ -109,6 +109,56 @@ class RequestGuard:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout = body_timeout
+        # Requests still reading their body, with their deadlines. One watchdog task checks them each
+        # second: a timer per request (asyncio.timeout, wait_for) cost more than the rest of this guard.
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def _read_in_time(self, receive: Receive) -> bytes:
+        """The whole body; TimeoutError past the deadline, _TooLarge past the limit, _Disconnected."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._reading[task] = loop.time() + self.body_timeout
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch(), name="request-body-watchdog")
+        try:
+            chunks: list[bytes] = []
+            seen = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                if seen > self.max_bytes:
+                    raise _TooLarge
+                if not message.get("more_body", False):
+                    return b"".join((*chunks, chunk)) if chunks else chunk
+                chunks.append(chunk)
+        except asyncio.CancelledError:
+            if task in self._expired:
+                task.uncancel()
+                raise TimeoutError from None
+            raise
+        finally:
+            del self._reading[task]
+            self._expired.discard(task)
+
+    async def _watch(self) -> None:
+        """Cancel the reads past their deadline; ends when none is left, so an idle app holds no task."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._reading:
+                await asyncio.sleep(min(1.0, self.body_timeout))
+                now = loop.time()
+                for task, deadline in list(self._reading.items()):
+                    if deadline <= now and task not in self._expired:
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,12 +168,12 @@ class RequestGuard:
         if problem is not None:
             await _answer(send, problem)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _answer(send, self._too_large(), close=True)
             return
         try:
-            body = await asyncio.wait_for(self._read(receive), self.body_timeout)
+            body = await self._read_in_time(receive)
         except TimeoutError:
             timeout = ApiError(
                 408,
@@ -142,21 +192,6 @@ class RequestGuard:
                 await _answer(send, problem)
                 return
         await self._run(scope, _replay(body, receive), send)
-
-    async def _read(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False

@@ -28,9 +28,16 @@ __all__ = ["drive", "free_port", "serve"]
 
 
 async def drive_raw(
-    base: str, path: str, key: str, body: Callable[[int], dict[str, Any]], n: int, c: int
+    base: str,
+    path: str,
+    key: str,
+    body: Callable[[int], dict[str, Any]],
+    n: int,
+    c: int,
+    latencies: list[float] | None = None,
 ) -> tuple[float, float, float]:
-    """POST n JSON bodies over c keep-alive connections; returns requests/s, p50 ms, p99 ms.
+    """POST n JSON bodies over c keep-alive connections; returns requests/s, p50 ms, p99 ms, and appends
+    each request's seconds to `latencies` when given (to pool the quantiles of several runs).
 
     A minimal HTTP/1.1 client on asyncio streams: httpx spends more CPU per request than the servers
     measured here, and on a small machine that would measure the client, not the servers.
@@ -38,7 +45,8 @@ async def drive_raw(
     url = urlsplit(base)
     head = f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
     head += "Content-Type: application/json\r\nContent-Length: "
-    latencies: list[float] = []
+    if latencies is None:
+        latencies = []
     counter = iter(range(n))
 
     async def one_connection() -> None:
@@ -91,10 +99,11 @@ async def new_merchant(url: str) -> NewMerchant:
 
 
 @contextmanager
-def accrue_api(url: str) -> Iterator[str]:
-    """The real API (`accrue api`) in its own process; yields its base URL."""
+def accrue_api(url: str, **settings: str) -> Iterator[str]:
+    """The real API (`accrue api`) in its own process, with extra ACCRUE_* settings; yields its base URL."""
     port = free_port()
     env = {"DATABASE_URL": url, "ACCRUE_API_PORT": str(port), "ACCRUE_LOG_LEVEL": "WARNING"}
+    env |= {f"ACCRUE_{name.upper()}": value for name, value in settings.items()}
     process = serve([sys.executable, "-m", "accrue", "api"], port, env)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -9,6 +9,11 @@ so the last column isolates what authenticating and storing cost.
 
 Both servers run in their own uvicorn process. The load comes from a minimal keep-alive HTTP client
 (bench/_harness.py drive_raw): httpx would spend more CPU per request than the servers and measure itself.
+
+Besides wall-clock rates, each run reports the CPU time spent per request by the server process (and, for
+Accrue, by PostgreSQL): on a shared 2-core machine the wall-clock ratio moves with whatever else runs,
+while CPU per request shows what each side costs. `--slices` splits every run into alternating slices
+(bare, lean, Accrue, bare, …), so that both sides of a ratio see the same background load.
 """
 
 from __future__ import annotations
@@ -16,10 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+import psutil
 from _harness import EVENT_TYPE, accrue_api, bare_api, database_url, drive_raw, new_merchant, new_metric
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -81,40 +91,133 @@ async def stored_rows(url: str) -> int:
         await conn.close()
 
 
-def row(name: str, rate: float, p50: float, p99: float, *ratios: float) -> str:
-    return f"{name:<34}{rate:>9.0f}{p50:>9.1f}{p99:>9.1f}" + "".join(f"{r:>10.2f}x" for r in ratios)
+def server_process(base: str) -> psutil.Process:
+    port = urlsplit(base).port
+    pid = next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN")
+    return psutil.Process(pid)
 
 
-async def main(requests: int, concurrency: int, rounds: int) -> None:
+def cpu_seconds(process: psutil.Process, *, with_children: bool = False) -> float:
+    """User + system CPU of `process` (and of its live and reaped children: PostgreSQL's backends)."""
+    times = process.cpu_times()
+    total = times.user + times.system
+    if with_children:
+        total += times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += child_times.user + child_times.system
+    return total
+
+
+async def postmaster(url: str) -> psutil.Process:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        data_directory = await conn.fetchval("show data_directory")
+    finally:
+        await conn.close()
+    return psutil.Process(int((Path(data_directory) / "postmaster.pid").read_text().split()[0]))
+
+
+@dataclass
+class Side:
+    """One server under test: its wall-clock time and CPU time over the requests sent to it."""
+
+    base: str
+    path: str
+    process: psutil.Process
+    database: psutil.Process | None = None
+    requests: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    db_cpu: float = 0.0
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+
+    async def run(self, key: str, body: Any, n: int, concurrency: int) -> None:
+        cpu = cpu_seconds(self.process)
+        db = cpu_seconds(self.database, with_children=True) if self.database else 0.0
+        started = time.perf_counter()
+        _, p50, p99 = await drive_raw(self.base, self.path, key, body, n, concurrency)
+        self.seconds += time.perf_counter() - started
+        self.cpu += cpu_seconds(self.process) - cpu
+        if self.database:
+            self.db_cpu += cpu_seconds(self.database, with_children=True) - db
+        self.requests += n
+        self.latencies.append((p50, p99))
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / self.requests
+
+    def db_cpu_ms(self) -> float:
+        return 1000 * self.db_cpu / self.requests
+
+    def reset(self) -> None:
+        self.requests, self.seconds, self.cpu, self.db_cpu, self.latencies = 0, 0.0, 0.0, 0.0, []
+
+
+def row(name: str, side: Side, *ratios: float) -> str:
+    p50 = statistics.median(p for p, _ in side.latencies)
+    p99 = max(p for _, p in side.latencies)
+    db = f"{side.db_cpu_ms():>8.2f}" if side.database else f"{'':>8}"
+    return f"{name:<34}{side.rate:>9.0f}{p50:>9.1f}{p99:>9.1f}{side.cpu_ms():>9.2f}{db}" + "".join(
+        f"{r:>10.2f}x" for r in ratios
+    )
+
+
+async def main(requests: int, concurrency: int, rounds: int, slices: int) -> None:
     url = database_url()
     merchant = await new_merchant(url)
     key = merchant.api_key
-    with accrue_api(url) as real, bare_api("events_ingest:bare_app") as bare:
-        await new_metric(real, merchant)
+    with accrue_api(url) as real_url, bare_api("events_ingest:bare_app") as bare_url:
+        await new_metric(real_url, merchant)
+        bare_process = server_process(bare_url)
+        bare = Side(bare_url, "/v0/events", bare_process)
+        lean = Side(bare_url, "/lean/v0/events", bare_process)
+        real = Side(real_url, "/v0/events", server_process(real_url), await postmaster(url))
         warm = min(1000, requests)
-        await drive_raw(real, "/v0/events", key, bodies(10**9), warm, concurrency)
-        await drive_raw(bare, "/v0/events", key, bodies(0), warm, concurrency)
-        await drive_raw(bare, "/lean/v0/events", key, bodies(0), warm, concurrency)
-        print(f"{requests} requests per run, {concurrency} concurrent keep-alive connections")
-        print(f"{'run':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>11}{'vs lean':>11}")
-        ratios, lean_ratios = [], []
+        await real.run(key, bodies(10**9), warm, concurrency)
+        await bare.run(key, bodies(0), warm, concurrency)
+        await lean.run(key, bodies(0), warm, concurrency)
+        print(
+            f"{requests} requests per run in {slices} alternating slices, "
+            f"{concurrency} concurrent keep-alive connections"
+        )
+        print(
+            f"{'run':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>9}{'db ms':>8}{'vs bare':>11}"
+            f"{'vs lean':>11}"
+        )
+        ratios, lean_ratios, cpu_ratios = [], [], []
         offset = 0
         before = await stored_rows(url)
+        per_slice = requests // slices
         for r in range(1, rounds + 1):
-            # Interleaved, so that neither side always runs on a warmer (or busier) machine.
-            base = await drive_raw(bare, "/v0/events", key, bodies(0), requests, concurrency)
-            lean = await drive_raw(bare, "/lean/v0/events", key, bodies(0), requests, concurrency)
-            rate, p50, p99 = await drive_raw(real, "/v0/events", key, bodies(offset), requests, concurrency)
-            offset += requests
-            ratios.append(rate / base[0])
-            lean_ratios.append(rate / lean[0])
-            print(row(f"bare FastAPI, parse only #{r}", *base))
-            print(row(f"bare DirectRoute, parse only #{r}", *lean))
-            print(row(f"accrue POST /v0/events #{r}", rate, p50, p99, ratios[-1], lean_ratios[-1]))
+            for side in (bare, lean, real):
+                side.reset()
+            # Interleaved slice by slice, so that neither side always runs on a warmer (or busier) machine.
+            for _ in range(slices):
+                await bare.run(key, bodies(0), per_slice, concurrency)
+                await lean.run(key, bodies(0), per_slice, concurrency)
+                await real.run(key, bodies(offset), per_slice, concurrency)
+                offset += per_slice
+            ratios.append(real.rate / bare.rate)
+            lean_ratios.append(real.rate / lean.rate)
+            cpu_ratios.append(bare.cpu_ms() / real.cpu_ms())
+            print(row(f"bare FastAPI, parse only #{r}", bare))
+            print(row(f"bare DirectRoute, parse only #{r}", lean))
+            print(row(f"accrue POST /v0/events #{r}", real, ratios[-1], lean_ratios[-1]))
         stored = await stored_rows(url) - before
         print(
-            f"median: {statistics.median(ratios):.2f}x bare FastAPI (target 0.80x), "
-            f"{statistics.median(lean_ratios):.2f}x bare DirectRoute; {stored} of {offset} events stored"
+            f"median: {statistics.median(ratios):.2f}x bare FastAPI (target 0.80x; rounds "
+            f"{min(ratios):.2f}x to {max(ratios):.2f}x), "
+            f"{statistics.median(lean_ratios):.2f}x bare DirectRoute; "
+            f"server CPU per request {statistics.median(cpu_ratios):.2f}x bare FastAPI's; "
+            f"{stored} of {offset} events stored"
         )
         assert stored == offset, "every 202 must correspond to a stored row"
 
@@ -124,5 +227,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--slices", type=int, default=4, help="alternating slices per run")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.concurrency, args.rounds))
+    asyncio.run(main(args.requests, args.concurrency, args.rounds, args.slices))

@@ -44,9 +44,9 @@ from domain.meter_values import non_finite, value_problems
 router = APIRouter(prefix="/v0/events", tags=["meter events"])
 
 
-def start(app: FastAPI, engine: AsyncEngine) -> None:
+def start(app: FastAPI, engine: AsyncEngine, *, lanes: int, linger: float) -> None:
     """Start the process's event writer; called from the app lifespan."""
-    app.state.event_writer = GroupCommitWriter(engine)
+    app.state.event_writer = GroupCommitWriter(engine, lanes=lanes, linger=linger)
     app.state.event_writer.start()
     app.state.ingest_configs = IngestConfigCache(engine)
     app.state.event_callers = CallerCache()
