@@ -15,30 +15,42 @@ from activities.health import HealthActivities
 from activities.heartbeat import HeartbeatInterceptor
 from activities.reconciler import ReconcilerActivities
 from activities.subscription import SubscriptionActivities
+from activities.test_clock import TestClockActivities
 from db.session import create_engine
 from settings import Settings
 from workflows.client import connect, ensure_reconciler_schedule, ensure_search_attributes
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
 from workflows.subscription import SubscriptionWorkflow
+from workflows.test_clock import TestClockWorkflow
 
-WORKFLOWS = [PingWorkflow, SubscriptionWorkflow, ReconcilerWorkflow]
+WORKFLOWS = [PingWorkflow, SubscriptionWorkflow, ReconcilerWorkflow, TestClockWorkflow]
 
 log = logging.getLogger(__name__)
 
 
 def build_worker(
-    client: Client, engine: AsyncEngine, task_queue: str, grace_period: timedelta = timedelta(hours=24)
+    client: Client,
+    engine: AsyncEngine,
+    task_queue: str,
+    grace_period: timedelta = timedelta(hours=24),
+    base_url: str = "http://127.0.0.1:8000",  # the API's (Settings.base_url), for links in outbox payloads
 ) -> Worker:
     health = HealthActivities(engine)
-    subscriptions = SubscriptionActivities(engine, grace_period)
+    subscriptions = SubscriptionActivities(engine, grace_period, base_url)
     reconciler = ReconcilerActivities(engine, client, task_queue)
+    clocks = TestClockActivities(engine, client)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[health.check_database, *subscriptions.all(), reconciler.reconcile_subscriptions],
-        # A subscription continues as new every period, so each period pays for a fresh sandbox (about 10 ms
+        activities=[
+            health.check_database,
+            *subscriptions.all(),
+            reconciler.reconcile_subscriptions,
+            *clocks.all(),
+        ],
+        # Every workflow run pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
         # every recorded and freshly recorded history through the sandboxed Replayer (test_replay.py).
         workflow_runner=UnsandboxedWorkflowRunner(),
@@ -54,7 +66,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await register_search_attributes(client, settings.temporal_namespace)
     await ensure_reconciler_schedule(client, settings.task_queue, settings.reconcile_interval)
     try:
-        worker = build_worker(client, engine, settings.task_queue, settings.invoice_grace_period)
+        worker = build_worker(
+            client, engine, settings.task_queue, settings.invoice_grace_period, settings.base_url
+        )
         async with worker:
             await (stop or asyncio.Event()).wait()
     finally:

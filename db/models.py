@@ -191,6 +191,8 @@ class TestClock(Base, Tenant):
     description: Mapped[str | None] = mapped_column(Text)
     current_time: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
+    # Set while TestClockWorkflow drives bound workflows to current_time (GET shows advanceStatus).
+    advancing_to: Mapped[datetime | None]
 
 
 class MeterEvent(Base):

@@ -43,17 +43,6 @@ def snapshot(sub: Subscription) -> dict[str, Any]:
     return {"object": "subscription", "id": sub.id, "status": sub.status, "customerId": sub.customer_id}
 
 
-def invoice_snapshot(invoice: Invoice) -> dict[str, Any]:
-    return {
-        "object": "invoice",
-        "id": invoice.id,
-        "subscriptionId": invoice.subscription_id,
-        "sequenceNumber": invoice.sequence_number,
-        "status": invoice.status,
-        "grandTotal": str(invoice.grand_total),
-    }
-
-
 def open_checkout(session: AsyncSession, sub: Subscription, invoice: Invoice, expires_at: datetime) -> None:
     """The sandbox provider's checkout for an issued invoice's grand total, linked from the invoice."""
     payment = PaymentSession(

@@ -11,7 +11,7 @@ run of it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -34,7 +34,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search_attributes as sa
-from workflows.ids import subscription_workflow_id
+from workflows.ids import subscription_workflow_id, test_clock_workflow_id
 from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import (
@@ -44,6 +44,7 @@ from workflows.subscription_messages import (
     PaymentDeclined,
     SubscriptionInput,
 )
+from workflows.test_clock import AdvanceClock, ClockAdvanceResult, TestClockInput, TestClockWorkflow
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
@@ -97,6 +98,29 @@ async def send_payment_declined(
     client: Client, task_queue: str, subscription_id: str, message: PaymentDeclined
 ) -> None:
     await start_subscription_workflow(client, task_queue, subscription_id, "payment_declined", message)
+
+
+# ---- test clocks -----------------------------------------------------------------------------------------
+
+
+async def advance_test_clock(
+    client: Client, task_queue: str, test_clock_id: str, expected_from: datetime, to: datetime
+) -> ClockAdvanceResult:
+    """Have the clock's workflow (started if need be) move it from `expected_from` to `to` and drive every
+    clock-bound workflow there; returns once all have caught up. Cancelling the wait leaves the advance
+    running in the workflow."""
+    start = WithStartWorkflowOperation(
+        TestClockWorkflow.run,
+        TestClockInput(test_clock_id=test_clock_id),
+        id=test_clock_workflow_id(test_clock_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return await client.execute_update_with_start_workflow(
+        TestClockWorkflow.advance,
+        AdvanceClock(to=to, expected_from=expected_from),
+        start_workflow_operation=start,
+    )
 
 
 # ---- schedules -------------------------------------------------------------------------------------------

@@ -1,28 +1,38 @@
-"""Test clocks (D19): simulated time for sandbox subscriptions. Advancing one returns only after every
-subscription bound to it has processed what fell due up to the new time."""
+"""Test clocks (D19): simulated time for sandbox subscriptions. Advancing one is the clock's workflow's job
+(`test-clock-<id>`, workflows/test_clock.py): it records the new time and drives every bound workflow to it.
+The PATCH waits for that and answers once all have caught up; a caller that stops waiting loses nothing,
+and GET shows `advanceStatus` until the advance is done."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from sqlalchemy import select
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
-from api import clock_advance
+from api.app_state import temporal_client
 from api.deps import Context, Ctx, Paging
-from api.problems import conflict, forbidden, invalid, not_found
+from api.problems import ApiError, conflict, forbidden, invalid, not_found
 from api.schemas.test_clocks import TestClockAdvance, TestClockCreate, TestClockOut
 from api.wire import ListResponse, iso, list_envelope
 from db.models import Subscription, TestClock
 from domain.durations import Duration, DurationFormatError, add_duration, parse_duration
 from domain.ids import new_id
+from workflows import client as workflow_client
 
 router = APIRouter(prefix="/v0/testClocks", tags=["test clocks"])
 
 # Paygentic's buffer for clock drift and network delay between the caller and the server.
 MAX_PAST = timedelta(hours=1)
 MAX_ADVANCE = Duration(years=5)
+# How long a PATCH waits for every bound workflow to catch up (10,000 subscriptions crossing a boundary take
+# minutes on a small machine); past it the advance carries on and the answer says how to follow it.
+ADVANCE_WAIT_SECONDS = 30 * 60.0
 
 
 def sandbox_only(ctx: Context) -> Ctx:
@@ -101,13 +111,32 @@ async def advance_test_clock(id: str, body: TestClockAdvance, request: Request, 
         raise invalid(
             field, f"one call may advance the clock at most 5 years, to {iso(limit)}; advance in steps"
         )
-    row.current_time = new_time
-    await ctx.session.commit()
-    await ctx.session.refresh(row)
-    await clock_advance.advance_bound_subscriptions(
-        request.app, row.id, row.merchant_id, row.environment, new_time
+    current = row.current_time
+    await ctx.session.rollback()  # the clock's workflow writes the row
+    following = f"poll GET /v0/testClocks/{id} until advanceStatus is ready"
+    catching_up = f"The clock is advancing to {iso(new_time)} and its subscriptions are still catching up"
+    try:
+        await asyncio.wait_for(drive(request.app, id, current, new_time), ADVANCE_WAIT_SECONDS)
+    except WorkflowUpdateFailedError as exc:
+        if isinstance(exc.cause, ApplicationError) and exc.cause.type == "ClockMoved":
+            raise conflict(
+                f"test clock {id} was advanced by another request meanwhile; read it and retry"
+            ) from None
+        raise ApiError(503, f"The clock's workflow could not advance it ({exc.cause}); retry") from None
+    # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
+    except (RPCTimeoutOrCancelledError, TimeoutError):
+        raise ApiError(503, f"{catching_up}; {following}") from None
+    except (RPCError, RuntimeError, OSError) as exc:
+        raise ApiError(503, f"Could not reach the clock's workflow ({exc}); retry the same request") from None
+    return TestClockOut.of(await ctx.session.get_one(TestClock, id, populate_existing=True))
+
+
+async def drive(app: FastAPI, clock_id: str, expected_from: datetime, to: datetime) -> None:
+    """The clock's workflow moves it and drives its bound workflows; returns once all have caught up."""
+    client = await temporal_client(app)
+    await workflow_client.advance_test_clock(
+        client, app.state.settings.task_queue, clock_id, expected_from, to
     )
-    return TestClockOut.of(row)
 
 
 def target_time(current: datetime, body: TestClockAdvance) -> tuple[datetime, str]:

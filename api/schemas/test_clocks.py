@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Strict, StringConstraints
 
@@ -31,6 +31,8 @@ class TestClockOut(WireModel):
     deleted_at: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
+    # Extension: "advancing" while the clock's workflow drives its bound subscriptions to currentTime.
+    advance_status: Literal["ready", "advancing"]
 
     @classmethod
     def of(cls, row: TestClock) -> TestClockOut:
@@ -43,4 +45,5 @@ class TestClockOut(WireModel):
             deleted_at=row.deleted_at,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            advance_status="advancing" if row.advancing_to is not None else "ready",
         )

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from paygentic_sdk import Paygentic, errors
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api import clock_advance
+from api.routers import test_clocks as test_clocks_router
 from db.merchants import NewMerchant, create_merchant
 from db.models import TestClock
 from db.session import session_factory
@@ -37,24 +38,17 @@ def clock_at(client: httpx.Client, clock_id: str) -> str:
 
 @pytest.fixture
 def advanced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """Stands in for the subscription catch-up (the API server runs in this process) and records each call
-    with the clock time the database held at that moment."""
+    """Stands in for the clock's workflow (these tests run the API without Temporal; tests/workflows drive
+    the real one): records each call and writes the new time as its record_clock_time activity does."""
     calls: list[dict[str, Any]] = []
 
-    async def fake(app: Any, clock_id: str, merchant_id: str, environment: str, new_time: datetime) -> None:
+    async def fake(app: Any, clock_id: str, expected_from: datetime, to: datetime) -> None:
+        calls.append({"clock": clock_id, "from": expected_from, "new_time": to})
         async with app.state.sessions() as session:
-            stored = await session.get(TestClock, clock_id)
-        calls.append(
-            {
-                "clock": clock_id,
-                "merchant": merchant_id,
-                "environment": environment,
-                "new_time": new_time,
-                "stored": stored.current_time if stored else None,
-            }
-        )
+            await session.execute(update(TestClock).where(TestClock.id == clock_id).values(current_time=to))
+            await session.commit()
 
-    monkeypatch.setattr(clock_advance, "advance_bound_subscriptions", fake)
+    monkeypatch.setattr(test_clocks_router, "drive", fake)
     yield calls
 
 
@@ -221,21 +215,17 @@ def test_advance_moves_forward(
     assert response.json()["currentTime"] == expected == clock_at(client, clock_id)
 
 
-def test_subscriptions_catch_up_after_the_clock_is_committed(
-    client: httpx.Client, merchant: NewMerchant, advanced: list[dict[str, Any]]
+def test_an_advance_goes_to_the_clocks_workflow_from_the_time_read(
+    client: httpx.Client, advanced: list[dict[str, Any]]
 ) -> None:
     clock_id = create(client).json()["id"]
-    client.patch(f"/v0/testClocks/{clock_id}", json={"advanceBy": "P1M"})
+    response = client.patch(f"/v0/testClocks/{clock_id}", json={"advanceBy": "P1M"})
     new_time = datetime(2027, 2, 28, 10, tzinfo=UTC)
-    assert advanced == [
-        {
-            "clock": clock_id,
-            "merchant": merchant.merchant_id,
-            "environment": "sandbox",
-            "new_time": new_time,
-            "stored": new_time,
-        }
-    ]
+    assert advanced == [{"clock": clock_id, "from": START, "new_time": new_time}]
+    assert (response.json()["currentTime"], response.json()["advanceStatus"]) == (
+        "2027-02-28T10:00:00.000Z",
+        "ready",
+    )
 
 
 def test_deleted_clock_cannot_be_advanced(client: httpx.Client, advanced: list[dict[str, Any]]) -> None:

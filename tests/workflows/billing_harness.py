@@ -14,12 +14,11 @@ from uuid import uuid4
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from api.clock_advance import advance_bound_subscriptions
 from db.merchants import NewMerchant
 from db.models import Invoice, LineItem, OutboxEvent, TestClock
 from db.session import session_factory
@@ -27,7 +26,7 @@ from domain.ids import new_id
 from domain.money import round_money
 from settings import Settings
 from worker import build_worker
-from workflows.client import send_payment_completed, send_payment_declined
+from workflows.client import advance_test_clock, send_payment_completed, send_payment_declined
 from workflows.ids import subscription_workflow_id
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
@@ -171,11 +170,11 @@ class Billing:
             return clock.id
 
     async def advance(self, clock_id: str, to: datetime) -> None:
-        """What PATCH /v0/testClocks/{id} does: move the clock, then wait for every bound subscription."""
+        """What PATCH /v0/testClocks/{id} does: the clock's workflow moves the clock and drives every bound
+        subscription to the new time; this returns once all have caught up."""
         async with session_factory(self.engine)() as session:
-            await session.execute(update(TestClock).where(TestClock.id == clock_id).values(current_time=to))
-            await session.commit()
-        await advance_bound_subscriptions(self.app, clock_id, self.merchant.merchant_id, "sandbox", to)
+            current = (await session.get_one(TestClock, clock_id)).current_time
+        await advance_test_clock(self.env.client, self.task_queue, clock_id, current, to)
 
     async def subscribe(self, plan_id: str, customer_id: str, started_at: datetime, **extra: Any) -> Any:
         body = {
@@ -279,5 +278,5 @@ async def billing_stack(
             if not with_worker:
                 yield billing
                 return
-            async with build_worker(env.client, engine, task_queue, GRACE):
+            async with build_worker(env.client, engine, task_queue, GRACE, settings.base_url):
                 yield billing

@@ -19,7 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.health import HealthActivities
+from activities.heartbeat import HeartbeatInterceptor
 from activities.subscription import SubscriptionActivities
+from activities.test_clock import TestClockActivities
 from db.billing import BillingContext
 from db.merchants import NewMerchant
 from db.models import Invoice, LineItem, PaymentSession, Subscription
@@ -42,6 +44,7 @@ from workflows.subscription_messages import (
 
 D = Decimal
 START = datetime(2028, 1, 31, tzinfo=UTC)
+BASE_URL = "http://accrue.test"
 PERIOD_ENDS = [datetime(2028, 2, 29, tzinfo=UTC), datetime(2028, 3, 31, tzinfo=UTC)]
 
 
@@ -56,11 +59,13 @@ async def billing(
 def worker_with(billing: Billing, activities: SubscriptionActivities, **options: Any) -> Worker:
     """worker.build_worker, with the subscription activities given."""
     health = HealthActivities(billing.engine)
+    clocks = TestClockActivities(billing.engine, billing.env.client)
     return Worker(
         billing.env.client,
         task_queue=billing.task_queue,
         workflows=WORKFLOWS,
-        activities=[health.check_database, *activities.all()],
+        activities=[health.check_database, *activities.all(), *clocks.all()],
+        interceptors=[HeartbeatInterceptor()],
         **options,
     )
 
@@ -96,8 +101,9 @@ class ReplyLost(SubscriptionActivities):
     reporting the result: the retry must find the work done and answer as the first attempt would have."""
 
     def __init__(self, engine: AsyncEngine, grace_period: timedelta) -> None:
-        super().__init__(engine, grace_period)
+        super().__init__(engine, grace_period, BASE_URL)
         self.lost: list[str] = []
+        self.finalized: list[InvoiceOutcome] = []  # every attempt's answer
 
     def _lose_first(self, result: Any) -> Any:
         info = activity.info()
@@ -120,7 +126,9 @@ class ReplyLost(SubscriptionActivities):
 
     @activity.defn(name="finalize_invoice")
     async def finalize_invoice(self, request: FinalizeInvoice) -> InvoiceOutcome:
-        return self._lose_first(await super().finalize_invoice(request))
+        outcome = await super().finalize_invoice(request)
+        self.finalized.append(outcome)
+        return self._lose_first(outcome)
 
     @activity.defn(name="terminate_subscription")
     async def terminate_subscription(self, request: Terminate) -> Terminated:
@@ -153,6 +161,9 @@ async def test_activities_retried_after_their_commit_bill_each_period_once(billi
         sub["id"],
         [(0, "PAID", D("49.00")), (1, "ISSUED", D("50.50")), (2, "ISSUED", D("0.70"))],
     )
+    # A retry answers exactly as the first attempt did (amounts as the API formats them).
+    first, retried = activities.finalized[0], activities.finalized[1]
+    assert first == retried and first.grand_total == "50.50"
     final = (await billing.invoices(sub["id"]))[2]
     assert (final.period_end, final.is_final) == (cut, True)
     assert len(await billing.outbox("subscription.cancelled.v0")) == 1
@@ -166,7 +177,7 @@ class Stalls(SubscriptionActivities):
     """finalize_invoice stops at a point the test chooses and waits there until its worker is killed."""
 
     def __init__(self, engine: AsyncEngine, grace_period: timedelta, after_commit: bool) -> None:
-        super().__init__(engine, grace_period)
+        super().__init__(engine, grace_period, BASE_URL)
         self.after_commit = after_commit
         self.reached = asyncio.Event()
 

@@ -451,3 +451,21 @@ async def test_a_create_its_workflow_cannot_finish_is_503_and_a_repeat_finishes_
     assert (again["status"], again["payment"]["amount"]) == ("pending_payment", "12.34")
     invoices = await idle_billing.invoices(again["id"])
     assert [(i.sequence_number, i.status) for i in invoices] == [(0, "ISSUED")]
+
+
+async def test_outbox_payloads_are_what_the_api_shows(billing: Billing) -> None:
+    """The outbox renders an invoice with the API's representation: amounts formatted as GET formats them,
+    not the stored NUMERIC(38, 9) ("5.000000000")."""
+    clock = await billing.clock(JAN31)
+    sub = await billing.subscribe(
+        await fee_plan(billing, "5"), await billing.customer(), JAN31, testClockId=clock
+    )
+    await billing.activate(sub)
+    [issued] = [
+        p for p in await billing.outbox("invoice.issued.v0") if p["id"] == sub["payment"]["invoiceId"]
+    ]
+    [paid] = [p for p in await billing.outbox("invoice.paid.v0") if p["id"] == sub["payment"]["invoiceId"]]
+    shown = await billing.get(f"/v2/invoices/{paid['id']}")
+    assert (issued["status"], issued["grandTotal"], issued["unpaidAmount"]) == ("ISSUED", "5.00", "5.00")
+    assert (paid["status"], paid["grandTotal"], paid["paidAmount"]) == ("PAID", "5.00", "5.00")
+    assert paid == shown

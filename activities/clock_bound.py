@@ -1,0 +1,50 @@
+"""The registry of clock-bound kinds: which workflows a test clock drives when it advances.
+
+Each kind lists, page by page in a stable order, the business ids bound to one clock and names their
+workflow ids; every such workflow answers the `advance_clock` update (workflows/test_clock.py). A later
+clock-bound workflow (source installations, entitlements, webhook retries, payment expiry) adds one entry
+here; TestClockWorkflow and the batch activity stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Subscription
+from workflows.ids import subscription_workflow_id
+
+BoundIds = Callable[[AsyncSession, str, str | None, int], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class ClockBoundKind:
+    name: str
+    bound_ids: BoundIds  # (session, test clock id, after this id, at most) → ids in ascending order
+    workflow_id: Callable[[str], str]
+
+
+async def _subscriptions(session: AsyncSession, clock_id: str, after: str | None, limit: int) -> list[str]:
+    # Terminated ones too: their workflow may still owe a final invoice (it answers NOT_FOUND once done).
+    query = select(Subscription.id).where(Subscription.test_clock_id == clock_id)
+    if after is not None:
+        query = query.where(Subscription.id > after)
+    return list(await session.scalars(query.order_by(Subscription.id).limit(limit)))
+
+
+KINDS: tuple[ClockBoundKind, ...] = (
+    ClockBoundKind("subscription", _subscriptions, subscription_workflow_id),
+)
+
+
+def kind_named(name: str) -> ClockBoundKind:
+    return next(kind for kind in KINDS if kind.name == name)
+
+
+def kind_after(name: str) -> ClockBoundKind | None:
+    """The kind driven after `name`; None when every kind is done."""
+    index = KINDS.index(kind_named(name))
+    return KINDS[index + 1] if index + 1 < len(KINDS) else None

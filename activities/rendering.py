@@ -1,0 +1,21 @@
+"""Outbox payloads (and, in the webhooks issue, webhook `data`) rendered with the API's own representations,
+so a payload says exactly what GET says for the same state of the resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.schemas.invoices import InvoiceOut
+from db.invoice_totals import stored_totals
+from db.models import Invoice
+
+
+async def invoice_data(session: AsyncSession, invoice: Invoice, base_url: str) -> dict[str, Any]:
+    """GET /v2/invoices/{id} of the invoice as this transaction leaves it. Only finalized invoices are
+    reported, whose stored columns are their totals."""
+    await session.flush()
+    # The server sets the timestamps; a flushed row's are expired and must be read back.
+    await session.refresh(invoice, ["created_at", "updated_at"])
+    return InvoiceOut.of(invoice, stored_totals(invoice), base_url).model_dump(mode="json", by_alias=True)
