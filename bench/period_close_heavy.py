@@ -44,10 +44,10 @@ from db.session import create_engine, session_factory
 _HEAVY = """
 INSERT INTO meter_events
     (id, merchant_id, environment, type, source, subject, data, timestamp, idempotency_key)
-SELECT 'evt_heavy_' || c.n || '_' || g, $1, 'sandbox', $2, 'bench', c.id,
+SELECT 'evt_heavy_' || ($7 + c.n) || '_' || g, $1, 'sandbox', $2, 'bench', c.id,
        jsonb_build_object('tokens', 1 + g % 100, 'model', CASE WHEN g % 3 = 0 THEN 'large' ELSE 'small' END),
        $3::timestamptz + (g::float8 / ($4 + 1)) * ($5::timestamptz - $3::timestamptz),
-       'heavy-' || c.n || '-' || g
+       'heavy-' || ($7 + c.n) || '-' || g
 FROM unnest($6::text[]) WITH ORDINALITY AS c(id, n), generate_series(1, $4) AS g
 """
 
@@ -75,7 +75,7 @@ async def load_heavy(
         chunk = max(1, 200_000 // per_customer)
         for i in range(0, len(customers), chunk):
             part = customers[i : i + chunk]
-            await conn.execute(_HEAVY, merchant_id, EVENT_TYPE, start, per_customer, end, part)
+            await conn.execute(_HEAVY, merchant_id, EVENT_TYPE, start, per_customer, end, part, i)
         await conn.execute("VACUUM ANALYZE meter_events")
         rows = await conn.fetchval("SELECT count(*) FROM meter_events")
         print(
