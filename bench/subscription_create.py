@@ -1,156 +1,447 @@
-"""Creating subscriptions concurrently through the API (update-with-start: the API inserts the row, the
-workflow writes Invoice 0 and answers) against a bare baseline that, per request, inserts one row and starts
-one bare workflow, in the same run, on the same stack (bench/period_close.py's: Temporal dev server,
-embedded PostgreSQL, `accrue api`, W `accrue worker` processes; the baseline API is a bare FastAPI app in
-its own uvicorn process, its workflows served by W baseline workers configured as Accrue's).
+"""Subscription creates through the real API on the dev stack, against a bare create in the same run.
 
-Setup (not timed): a plan with one metered price (Invoice 0 is zero, so every create also activates), N
-customers. Timed: N creates, C at a time; then N baseline requests, C at a time.
+The stack is period_close.py's: a Temporal dev server, embedded PostgreSQL (or DATABASE_URL), the real API
+(`accrue api`) and W worker processes (`accrue worker`).
 
-Run: .venv/bin/python bench/subscription_create.py [--subscriptions 1000] [--workers 2] [--concurrency 16]
+Setup (not timed): a plan with one in-advance monthly fee (so every Invoice 0 has a total and a checkout, and
+every subscription waits in pending_payment) and one metered in-arrears price, and one customer per create.
+
+Timed, after a short warm-up of each side, in R rounds that alternate which side goes first:
+- Accrue: C concurrent keep-alive clients send `POST /v0/subscriptions` (one customer each). Each request
+  authenticates, validates, inserts the subscription row and runs one update-with-start of its
+  SubscriptionWorkflow, which writes Invoice 0, its lines, the checkout and the outbox rows in an activity
+  before the update answers; the API then reads back what it returns.
+- Baseline: the same C clients send as many requests to a bare FastAPI endpoint (`baseline_app`, in its own
+  uvicorn process) that inserts one row and runs one update-with-start of a bare workflow (on its own task
+  queue, served by W baseline worker processes) whose update runs one activity inserting one row: the
+  Temporal round trip Accrue's create needs, with nothing else (no auth, no catalog reads, no billing).
+  Baseline workers are configured as Accrue's (pydantic converter, no sandbox, same DB pool).
+
+Prints creates/s, p50 and p99 latency for both, the ratio (issue 7's target: >= 0.5x), CPU milliseconds per
+create for each process, where the server-side time of a create goes (from a sample of histories), and
+checks that every Accrue create left an ISSUED Invoice 0 with its checkout.
+
+Run: .venv/bin/python bench/subscription_create.py [--subscriptions 1000] [--clients 32] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import os
+import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import httpx
+from temporalio import activity, workflow
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from api_requests import free_port, serve
-from period_close import BaselineWorkflow, in_parallel, iso, post, spawn, stack
-
-from db.merchants import create_merchant
-from db.session import create_engine, session_factory
-
-
-def baseline_app(database_url: str, temporal_address: str, task_queue: str) -> Any:
-    """POST /rows: insert one row, start one bare workflow; what a create costs without Accrue's work."""
+with workflow.unsafe.imports_passed_through():
+    import httpx
+    import psutil
+    from _harness import drive_raw
+    from api_requests import free_port, serve
     from fastapi import FastAPI
-    from sqlalchemy import text
+    from period_close import Stack, cpu_delta, in_parallel, iso, post, spawn, stack
+    from pydantic import BaseModel
+    from sqlalchemy import func, select, text
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import Client, WithStartWorkflowOperation
+    from temporalio.common import WorkflowIDConflictPolicy
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+    from db.merchants import NewMerchant, create_merchant
+    from db.models import Invoice, Subscription
+    from db.session import create_engine, session_factory
     from workflows.client import connect
 
-    app = FastAPI()
-    engine = create_engine(database_url, pool_size=10)
-    state: dict[str, Any] = {}
+BASELINE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS bench_create_requests (id text PRIMARY KEY, customer_id text NOT NULL, "
+    "plan_id text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS bench_create_rows (request_id text PRIMARY KEY, "
+    "created_at timestamptz NOT NULL DEFAULT now())",
+)
 
-    @app.post("/rows", status_code=201)
-    async def create_row() -> dict[str, str]:
-        if "client" not in state:
-            state["client"] = await connect(temporal_address)
-        row_id = uuid4().hex
-        async with engine.begin() as conn:
-            await conn.execute(text("insert into bench_rows (id) values (:id)"), {"id": row_id})
-        await state["client"].start_workflow(
-            BaselineWorkflow.run, False, id=f"bench-row-{row_id}", task_queue=task_queue
+
+# ---- baseline: one row, one update-with-start of a workflow whose update runs one activity --------------
+
+
+class BaselineActivities:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="bench_create_row")
+    async def insert_row(self, request_id: str) -> str:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO bench_create_rows (request_id) VALUES (:id) ON CONFLICT DO NOTHING"),
+                {"id": request_id},
+            )
+        return request_id
+
+
+@workflow.defn(name="BenchCreateBaseline")
+class BaselineWorkflow:
+    @workflow.run
+    async def run(self, request_id: str) -> None:
+        # Stays open, as a subscription waiting for its Invoice 0 to be paid does.
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update
+    async def created(self, request_id: str) -> str:
+        return await workflow.execute_activity_method(
+            BaselineActivities.insert_row, request_id, start_to_close_timeout=timedelta(seconds=30)
         )
-        return {"id": row_id}
+
+
+async def serve_baseline(address: str, task_queue: str, database_url: str) -> None:
+    """A worker configured as Accrue's (worker.run): pydantic converter, no sandbox, same pool."""
+    client = await connect(address)
+    engine = create_engine(database_url, 10, pre_ping=False)
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BaselineWorkflow],
+        activities=[BaselineActivities(engine).insert_row],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        await asyncio.Event().wait()
+
+
+class BaselineCreate(BaseModel):
+    name: str
+    planId: str
+    customerId: str
+    startedAt: datetime
+
+
+def baseline_app() -> FastAPI:
+    """Served by uvicorn as the real API is; configured by BENCH_* variables."""
+    database_url = os.environ["BENCH_DATABASE_URL"]
+    address = os.environ["BENCH_TEMPORAL_ADDRESS"]
+    task_queue = os.environ["BENCH_TASK_QUEUE"]
+    engine = create_engine(database_url, 10)  # as api/app.py builds its engine
+    clients: list[Client] = []
+    app = FastAPI()
+
+    @app.post("/v0/subscriptions", status_code=201)
+    async def create(body: BaselineCreate) -> dict[str, str]:
+        request_id = f"sub_{uuid4().hex}"
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO bench_create_requests (id, customer_id, plan_id) VALUES (:id, :c, :p)"),
+                {"id": request_id, "c": body.customerId, "p": body.planId},
+            )
+        if not clients:
+            clients.append(await connect(address))
+        start = WithStartWorkflowOperation(
+            BaselineWorkflow.run,
+            request_id,
+            id=f"bench-create-{request_id}",
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await clients[0].execute_update_with_start_workflow(
+            BaselineWorkflow.created, request_id, start_workflow_operation=start
+        )
+        return {"id": request_id, "status": "pending_payment"}
 
     return app
 
 
-async def timed(label: str, calls: list[Any], concurrency: int) -> float:
-    started = time.perf_counter()
-    await in_parallel(calls, concurrency)
-    elapsed = time.perf_counter() - started
-    print(f"{label}: {len(calls)} in {elapsed:.2f} s = {len(calls) / elapsed:.1f}/s")
-    return len(calls) / elapsed
+# ---- setup ------------------------------------------------------------------------------------------------
 
 
-async def run(n: int, workers: int, concurrency: int, work_dir: Path) -> None:
-    async with stack(work_dir, workers) as s:
-        engine = create_engine(s.database_url, pool_size=1)
-        async with session_factory(engine)() as session:
-            merchant = await create_merchant(session, "Bench Merchant")
-        async with engine.begin() as conn:
-            from sqlalchemy import text
-
-            await conn.execute(
-                text("create table bench_rows (id text primary key, created_at timestamptz default now())")
-            )
-        await engine.dispose()
-        headers = {"Authorization": f"Bearer {merchant.api_key}"}
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        async with httpx.AsyncClient(base_url=s.api, headers=headers, timeout=120) as http:
-            m = merchant.merchant_id
-            product = await post(http, "/v0/products", {"merchantId": m, "name": "Bench", "description": "d"})
-            metric = await post(http, "/v0/billableMetrics", {
+async def catalog(base: str, merchant: NewMerchant, customers: int) -> tuple[str, list[str]]:
+    """The plan (an in-advance fee and a metered price) and `customers` customers; returns their ids."""
+    headers = {"Authorization": f"Bearer {merchant.api_key}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+        m = merchant.merchant_id
+        product = await post(http, "/v0/products", {"merchantId": m, "name": "Bench", "description": "d"})
+        fee = await post(
+            http,
+            "/v0/fees",
+            {"merchantId": m, "productId": product["id"], "name": "Platform", "description": "d"},
+        )
+        metric = await post(
+            http,
+            "/v0/billableMetrics",
+            {
                 "merchantId": m, "productId": product["id"], "name": "Tokens", "description": "tokens",
                 "unit": "tokens", "aggregation": "SUM", "valueProperty": "$.tokens",
-                "eventType": "llm.tokens",
-            })  # fmt: skip
-            price = await post(http, "/v0/prices", {
-                "billableMetricId": metric["id"], "model": "standard", "paymentTerm": "in_arrears",
-                "invoiceDisplayName": "Tokens", "properties": {"unitPrice": "0.001"},
-            })  # fmt: skip
-            plan = await post(http, "/v0/plans", {
-                "merchantId": m, "productId": product["id"], "name": "Metered", "currency": "USD",
-                "prices": [price["id"]], "billingVersion": 1, "billingCadence": "P1M",
-            })  # fmt: skip
-            clock = await post(http, "/v0/testClocks", {"currentTime": iso(start), "name": "create bench"})
+                "eventType": "bench.tokens",
+            },
+        )  # fmt: skip
+        prices = [
+            await post(
+                http,
+                "/v0/prices",
+                {
+                    "feeId": fee["id"], "paymentTerm": "in_advance", "billingCadence": "P1M",
+                    "invoiceDisplayName": "Platform fee", "properties": {"unitPrice": "49.00"},
+                },
+            ),
+            await post(
+                http,
+                "/v0/prices",
+                {
+                    "billableMetricId": metric["id"], "model": "standard", "paymentTerm": "in_arrears",
+                    "invoiceDisplayName": "Tokens", "properties": {"unitPrice": "0.001"},
+                },
+            ),
+        ]  # fmt: skip
+        plan = await post(
+            http,
+            "/v0/plans",
+            {
+                "merchantId": m, "productId": product["id"], "name": "Platform", "currency": "USD",
+                "prices": [p["id"] for p in prices], "billingVersion": 1, "billingCadence": "P1M",
+            },
+        )  # fmt: skip
 
-            def customer(i: int) -> Any:
-                consumer = {"name": f"C {i}", "email": f"c{i}@bench.example", "address": {"country": "US"}}
-                return lambda: post(http, "/v0/customers", {"merchantId": m, "consumer": consumer})
+        def customer(i: int) -> Any:
+            consumer = {
+                "name": f"Customer {i}", "email": f"c{i}@bench.example",
+                "address": {"country": "US", "state": "TX", "zipCode": "78701"},
+            }  # fmt: skip
+            return lambda: post(http, "/v0/customers", {"merchantId": m, "consumer": consumer})
 
-            customers = [c["customerId"] for c in await in_parallel([customer(i) for i in range(n)], 16)]
+        created = await in_parallel([customer(i) for i in range(customers)], 16)
+        return plan["id"], [c["customerId"] for c in created]
 
-            def subscribe(customer_id: str) -> Any:
-                body = {"name": "Bench", "planId": plan["id"], "customerId": customer_id,
-                        "startedAt": iso(start), "testClockId": clock["id"]}  # fmt: skip
-                return lambda: post(http, "/v0/subscriptions", body)
 
-            label = "Accrue POST /v0/subscriptions (update-with-start, Invoice 0 written, active)"
-            accrue = await timed(label, [subscribe(c) for c in customers], concurrency)
+async def create_tables(url: str) -> None:
+    engine = create_engine(url, 1)
+    try:
+        async with engine.begin() as connection:
+            for statement in BASELINE_TABLES:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
 
-        port, queue = free_port(), f"bench-rows-{uuid4().hex[:6]}"
-        processes = [
-            serve(
-                [
-                    sys.executable,
-                    __file__,
-                    "--baseline-api",
-                    str(port),
-                    s.database_url,
-                    s.temporal_address,
-                    queue,
-                ],
-                port,
-                {},
+
+async def accrue_outcome(url: str, merchant_id: str) -> tuple[int, int]:
+    """Subscriptions waiting for payment, and ISSUED Invoice 0s with a checkout, of the merchant."""
+    engine = create_engine(url, 1)
+    try:
+        async with session_factory(engine)() as session:
+            pending = await session.scalar(
+                select(func.count())
+                .select_from(Subscription)
+                .where(Subscription.merchant_id == merchant_id, Subscription.status == "pending_payment")
             )
+            issued = await session.scalar(
+                select(func.count())
+                .select_from(Invoice)
+                .where(
+                    Invoice.merchant_id == merchant_id,
+                    Invoice.sequence_number == 0,
+                    Invoice.status == "ISSUED",
+                    Invoice.payment_session_id.is_not(None),
+                )
+            )
+            return int(pending or 0), int(issued or 0)
+    finally:
+        await engine.dispose()
+
+
+# ---- the timed phases -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One side's creates over all rounds: bodies are taken in order, so no customer is used twice."""
+
+    name: str
+    base: str
+    bodies: list[dict[str, Any]]
+    taken: int = 0
+    seconds: float = 0.0
+    n: int = 0
+    rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    async def drive(self, s: Stack, key: str, n: int, clients: int, *, timed: bool = True) -> None:
+        gone = [
+            f"{name} (pid {p.pid})"
+            for name, processes in s.processes.items()
+            for p in processes
+            if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
         ]
-        for w in range(workers):
-            processes.append(spawn(
-                [sys.executable, str(Path(__file__).parent / "period_close.py"), "--baseline-worker",
-                 s.temporal_address, queue], {}, work_dir / f"baseline-worker-{w}.log"))  # fmt: skip
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as bare:
+        if gone:
+            raise RuntimeError(f"{', '.join(gone)} exited: see the logs in the working directory")
+        chunk = self.bodies[self.taken : self.taken + n]
+        self.taken += n
+        before = s.cpu()
+        started = time.perf_counter()
+        latencies = self.latencies if timed else []
+        await drive_raw(self.base, "/v0/subscriptions", key, chunk.__getitem__, n, clients, latencies)
+        elapsed = time.perf_counter() - started
+        if timed:
+            self.seconds += elapsed
+            self.n += n
+            self.rates.append(n / elapsed)
+            for k, v in cpu_delta(before, s.cpu()).items():
+                self.cpu[k] = self.cpu.get(k, 0.0) + v
 
-                def row() -> Any:
-                    return lambda: bare.post("/rows")
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
 
-                await in_parallel([row() for _ in range(20)], 4)  # warm-up: connections, first tasks
-                baseline = await timed("Baseline POST /rows (insert one row, start one bare workflow)",
-                                       [row() for _ in range(n)], concurrency)  # fmt: skip
-        finally:
-            for p in processes:
-                p.terminate()
-            for p in processes:
-                p.wait(15)
+    def show(self) -> None:
+        quantiles = statistics.quantiles(self.latencies, n=100)
+        rounds = ", ".join(f"{r:.1f}" for r in self.rates)
+        print(f"\n{self.name}: {self.n} in {self.seconds:.2f} s = {self.rate:.1f}/s (rounds: {rounds})")
+        print(f"  latency p50 {quantiles[49] * 1000:.0f} ms, p99 {quantiles[98] * 1000:.0f} ms")
+        per = {k: 1000 * v / self.n for k, v in self.cpu.items() if v > 0.0005 * self.n}
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+        print(f"  CPU ms per create: {sum(per.values()):.1f} ({shown})")
+
+
+UPDATE_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
+TASK_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+
+
+def _event(e: Any) -> str:
+    return EventType.Name(e.event_type).removeprefix("EVENT_TYPE_").lower()
+
+
+async def where_time_goes(client: Client, workflow_ids: list[str]) -> list[str]:
+    """From each workflow's history, the mean time between consecutive events up to the update's answer:
+    how long each workflow and activity task waited for a worker and ran, as the server saw it."""
+    gaps: dict[str, float] = defaultdict(float)
+    events = tasks = 0
+    for workflow_id in workflow_ids:
+        history = (await client.get_workflow_handle(workflow_id).fetch_history()).events
+        done = next(i for i, e in enumerate(history) if e.event_type == UPDATE_COMPLETED)
+        events += done + 1
+        tasks += sum(1 for e in history[:done] if e.event_type == TASK_COMPLETED)
+        for previous, event in itertools.pairwise(history[: done + 1]):
+            spent = event.event_time.ToDatetime() - previous.event_time.ToDatetime()
+            gaps[f"{_event(previous)} -> {_event(event)}"] += spent.total_seconds()
+    n = len(workflow_ids)
+    lines = [f"{events / n:.0f} events and {tasks / n:.0f} workflow tasks until the update answered"]
+    total = sum(gaps.values())
+    lines.append(f"server time from start to the update's answer: {1000 * total / n:.0f} ms, of which:")
+    for step, seconds in sorted(gaps.items(), key=lambda kv: -kv[1])[:5]:
+        lines.append(f"  {1000 * seconds / n:6.0f} ms  {step}")
+    return lines
+
+
+async def sample_ids(url: str, statement: str, k: int) -> list[str]:
+    engine = create_engine(url, 1)
+    try:
+        async with engine.connect() as connection:
+            return [row[0] for row in await connection.execute(text(statement), {"k": k})]
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def baseline_stack(s: Stack, workers: int, work_dir: Path) -> Iterator[str]:
+    """The baseline's workers and API, beside Accrue's on the same stack; yields the API's base URL."""
+    task_queue = f"bench-create-{uuid4().hex[:8]}"
+    argv = [sys.executable, str(Path(__file__)), "--baseline-worker", s.temporal_address, task_queue]
+    argv.append(s.database_url)
+    children = [spawn(argv, {}, work_dir / f"baseline-worker-{i}.log") for i in range(workers)]
+    port = free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "--factory"]
+    uvicorn += ["--port", str(port), "--log-level", "warning", "subscription_create:baseline_app"]
+    env = {
+        "BENCH_DATABASE_URL": s.database_url,
+        "BENCH_TEMPORAL_ADDRESS": s.temporal_address,
+        "BENCH_TASK_QUEUE": task_queue,
+    }
+    try:
+        children.append(serve(uvicorn, port, env))
+        s.processes["baseline workers"] = [psutil.Process(p.pid) for p in children[:workers]]
+        s.processes["baseline api"] = [psutil.Process(children[-1].pid)]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(15)
+
+
+async def run(n: int, clients: int, workers: int, rounds: int, work_dir: Path) -> None:
+    warm_up = 2 * clients
+    per_round = n // rounds
+    async with stack(work_dir, workers) as s:
+        await create_tables(s.database_url)
+        engine = create_engine(s.database_url, 1)
+        async with session_factory(engine)() as session:
+            merchant = await create_merchant(session, "Bench Merchant")
+        await engine.dispose()
+
+        began = time.perf_counter()
+        plan_id, customers = await catalog(s.api, merchant, warm_up + per_round * rounds)
+        took = time.perf_counter() - began
         print(
-            f"\ncreates/s: Accrue {accrue:.1f}; baseline {baseline:.1f}; "
-            f"ratio {accrue / baseline:.2f}x (target >= 0.5x)"
+            f"setup: a plan with an in-advance fee and a metered price, {len(customers)} customers, "
+            f"{took:.1f} s"
+        )
+        started_at = iso(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+        bodies = [
+            {"name": "Bench", "planId": plan_id, "customerId": c, "startedAt": started_at} for c in customers
+        ]
+        with baseline_stack(s, workers, work_dir) as baseline_url:
+            accrue = Side(
+                "Accrue: POST /v0/subscriptions (update-with-start; Invoice 0 with a checkout)", s.api, bodies
+            )
+            baseline = Side(
+                "Baseline: insert one row, update-with-start of a bare workflow whose update runs one "
+                "activity",
+                baseline_url,
+                bodies,
+            )
+            for side in (accrue, baseline):
+                await side.drive(s, merchant.api_key, warm_up, clients, timed=False)
+            for r in range(rounds):
+                # Alternating which side goes first evens out a machine whose load drifts.
+                for side in (accrue, baseline) if r % 2 == 0 else (baseline, accrue):
+                    await side.drive(s, merchant.api_key, per_round, clients)
+
+            pending, issued = await accrue_outcome(s.database_url, merchant.merchant_id)
+            expected = warm_up + per_round * rounds
+            assert pending == issued == expected, (
+                f"{pending} pending, {issued} Invoice 0s, expected {expected}"
+            )
+            client = await connect(s.temporal_address)
+            accrue_ids = await sample_ids(
+                s.database_url,
+                "SELECT 'subscription-' || id FROM subscriptions ORDER BY created_at DESC LIMIT :k",
+                50,
+            )
+            baseline_ids = await sample_ids(
+                s.database_url,
+                "SELECT 'bench-create-' || id FROM bench_create_requests ORDER BY created_at DESC LIMIT :k",
+                50,
+            )
+            for side, ids in ((accrue, accrue_ids), (baseline, baseline_ids)):
+                side.show()
+                for line in await where_time_goes(client, ids):
+                    print(f"  {line}")
+        print(
+            "\nEvery Accrue create left a pending_payment subscription and an ISSUED Invoice 0 with a "
+            f"checkout ({expected})."
+        )
+        ratios = sorted(a / b for a, b in zip(accrue.rates, baseline.rates, strict=True))
+        print(
+            f"creates/s: Accrue {accrue.rate:.1f}, baseline {baseline.rate:.1f}; "
+            f"ratio {accrue.rate / baseline.rate:.2f}x "
+            f"(median of rounds {statistics.median(ratios):.2f}x; target >= 0.5x)"
         )
 
 
@@ -158,21 +449,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--subscriptions", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--baseline-api", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--subscriptions", type=int, default=1000, help="timed creates per side (1000)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes, Accrue and baseline (2)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating rounds the creates are split in (4)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, databases)")
+    parser.add_argument(
+        "--baseline-worker",
+        nargs=3,
+        metavar=("ADDRESS", "TASK_QUEUE", "DATABASE_URL"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
-    if args.baseline_api:
-        import uvicorn
-
-        port, database_url, address, queue = args.baseline_api
-        uvicorn.run(
-            baseline_app(database_url, address, queue), host="127.0.0.1", port=int(port), log_level="warning"
-        )
+    if args.baseline_worker:
+        asyncio.run(serve_baseline(*args.baseline_worker))
         return
-    with tempfile.TemporaryDirectory(prefix="accrue-bench-") as tmp:
-        asyncio.run(run(args.subscriptions, args.workers, args.concurrency, Path(tmp)))
+    work_dir = Path(tempfile.mkdtemp(prefix="accrue-bench-subscription-create-"))
+    print(
+        f"subscription create: {args.subscriptions} creates per side in {args.rounds} rounds, {args.clients} "
+        f"clients, {args.workers} workers; logs in {work_dir}"
+    )
+    asyncio.run(run(args.subscriptions, args.clients, args.workers, args.rounds, work_dir))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ CONTINUE_AS_NEW_PERIODS periods or when Temporal suggests it (after each period 
 its small state explicitly.
 
 Since version 3 it also writes Invoice 0: the API stores the subscription row and starts this workflow with
-the `await_created` update (update-with-start), which answers once `create_invoice0` has run.
+the `await_created` update (update-with-start), which answers once Invoice 0 is written: by
+`load_subscription_state` for a row without one, by `create_invoice0` in runs recorded before that.
 """
 
 from __future__ import annotations
