@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from db.models import Invoice, PaymentSession, Subscription
+from domain.status import INVOICE_PAYABLE, PAYMENT_SESSION_PAYABLE
 
 # A declined attempt leaves the checkout payable until it expires, as a card checkout does.
-PAYABLE = frozenset({"open", "declined"})
-PAYABLE_INVOICE = frozenset({"ISSUED", "PAYMENT_FAILED"})
+PAYABLE: frozenset[str] = PAYMENT_SESSION_PAYABLE
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Checkout:
         if status in PAYABLE:
             if self.invoice.status == "PAID":
                 return "completed"
-            if self.invoice.status not in PAYABLE_INVOICE:
+            if self.invoice.status not in INVOICE_PAYABLE:
                 return "cancelled"
             if self.payment.expires_at <= self.now:
                 return "expired"

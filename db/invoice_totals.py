@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.billing import charge_line, load_contexts, manual_lines_many, period_charges_many, price_lines
 from db.models import Invoice, LineItem, Subscription
 from domain.invoice import PricedLine
+from domain.status import INVOICE_LIVE
 
 # Usage and manual lines can still land on these; from CALCULATING on the stored columns are final.
-LIVE_STATUSES = frozenset({"ACTIVE", "CLOSING", "CLOSED"})
+LIVE_STATUSES: frozenset[str] = INVOICE_LIVE
 
 
 @dataclass(frozen=True)

@@ -47,13 +47,14 @@ from domain.money import (
     parse_decimal,
     round_money,
 )
+from domain.status import INVOICE_OPEN_FOR_LINES
 
 router = APIRouter(prefix="/v2/invoices", tags=["invoices"])
 
 MAX_LINE_PAGE = 1000
 MAX_OFFSET = 10_000
 # Manual lines may join an invoice only while its period can still take charges.
-OPEN_FOR_LINES = frozenset({"ACTIVE", "CLOSING"})
+OPEN_FOR_LINES: frozenset[str] = INVOICE_OPEN_FOR_LINES
 _WIDE = Context(prec=80)
 
 

@@ -12,6 +12,7 @@ from api.wire import Id, Name, Timestamp, UtcDatetime, WireModel
 from db.invoice_totals import Totals
 from db.models import BillableMetric, Fee, Invoice, LineItem
 from domain.money import format_amount, format_money, round_money
+from domain.status import INVOICE_PAYABLE
 
 InvoiceStatus = Literal[
     "ACTIVE",
@@ -27,7 +28,7 @@ InvoiceStatus = Literal[
     "FAILED",
 ]
 # What the payer still owes exists only once the invoice is issued and until it is settled.
-OWING_STATUSES = frozenset({"ISSUED", "PAYMENT_FAILED"})
+OWING_STATUSES: frozenset[str] = INVOICE_PAYABLE
 
 _WIDE = Context(prec=80)
 

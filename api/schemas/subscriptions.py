@@ -9,6 +9,7 @@ from api.schemas.customers import ConsumerIn, Percent
 from api.wire import Id, MoneyStr, Name, Timestamp, UtcDatetime, WireModel
 from db.models import Customer, Invoice, Organization, PaymentSession, Subscription
 from domain.money import format_money, parse_decimal, to_nanos
+from domain.status import INVOICE_PAYABLE
 
 Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -169,7 +170,7 @@ def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_ur
     amount = format_money(invoice0.grand_total, invoice0.currency)
     if invoice0.status == "PAID":
         return Payment(status="paid", invoice_id=invoice0.id, amount=amount)
-    if invoice0.status in ("ISSUED", "PAYMENT_FAILED") and session is not None:
+    if invoice0.status in INVOICE_PAYABLE and session is not None:
         return Payment(
             status="pending",
             invoice_id=invoice0.id,
