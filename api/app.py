@@ -95,7 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     _offline_docs(app)
     app.add_middleware(
-        RequestGuard, max_bytes=settings.max_request_bytes, body_timeout=settings.request_body_timeout
+        RequestGuard,
+        max_bytes=settings.max_request_bytes,
+        body_timeout=settings.request_body_timeout,
+        direct={("POST", "/v0/events"): events.ingest_event},
     )
     return app
 

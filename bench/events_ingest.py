@@ -11,9 +11,10 @@ Both servers run in their own uvicorn process. The load comes from a minimal kee
 (bench/_harness.py drive_raw): httpx would spend more CPU per request than the servers and measure itself.
 
 Besides wall-clock rates, each run reports the CPU time spent per request by the server process (and, for
-Accrue, by PostgreSQL): on a shared 2-core machine the wall-clock ratio moves with whatever else runs,
-while CPU per request shows what each side costs. `--slices` splits every run into alternating slices
-(bare, lean, Accrue, bare, …), so that both sides of a ratio see the same background load.
+Accrue, by PostgreSQL) and by this client: on a shared 2-core machine the wall-clock ratio moves with
+whatever else runs, while CPU per request shows what each side costs. `--slices` splits every run into
+alternating slices (bare, lean, Accrue, bare, …), so that both sides of a ratio see the same background
+load.
 """
 
 from __future__ import annotations
@@ -133,14 +134,16 @@ class Side:
     seconds: float = 0.0
     cpu: float = 0.0
     db_cpu: float = 0.0
+    client_cpu: float = 0.0
     latencies: list[tuple[float, float]] = field(default_factory=list)
 
     async def run(self, key: str, body: Any, n: int, concurrency: int) -> None:
         cpu = cpu_seconds(self.process)
         db = cpu_seconds(self.database, with_children=True) if self.database else 0.0
-        started = time.perf_counter()
+        started, client = time.perf_counter(), time.process_time()
         _, p50, p99 = await drive_raw(self.base, self.path, key, body, n, concurrency)
         self.seconds += time.perf_counter() - started
+        self.client_cpu += time.process_time() - client
         self.cpu += cpu_seconds(self.process) - cpu
         if self.database:
             self.db_cpu += cpu_seconds(self.database, with_children=True) - db
@@ -158,16 +161,17 @@ class Side:
         return 1000 * self.db_cpu / self.requests
 
     def reset(self) -> None:
-        self.requests, self.seconds, self.cpu, self.db_cpu, self.latencies = 0, 0.0, 0.0, 0.0, []
+        self.requests, self.seconds, self.latencies = 0, 0.0, []
+        self.cpu = self.db_cpu = self.client_cpu = 0.0
 
 
 def row(name: str, side: Side, *ratios: float) -> str:
     p50 = statistics.median(p for p, _ in side.latencies)
     p99 = max(p for _, p in side.latencies)
     db = f"{side.db_cpu_ms():>8.2f}" if side.database else f"{'':>8}"
-    return f"{name:<34}{side.rate:>9.0f}{p50:>9.1f}{p99:>9.1f}{side.cpu_ms():>9.2f}{db}" + "".join(
-        f"{r:>10.2f}x" for r in ratios
-    )
+    client = 1000 * side.client_cpu / side.requests
+    cpu = f"{side.cpu_ms():>9.2f}{db}{client:>10.2f}"
+    return f"{name:<34}{side.rate:>9.0f}{p50:>9.1f}{p99:>9.1f}{cpu}" + "".join(f"{r:>10.2f}x" for r in ratios)
 
 
 async def main(requests: int, concurrency: int, rounds: int, slices: int) -> None:
@@ -189,8 +193,8 @@ async def main(requests: int, concurrency: int, rounds: int, slices: int) -> Non
             f"{concurrency} concurrent keep-alive connections"
         )
         print(
-            f"{'run':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>9}{'db ms':>8}{'vs bare':>11}"
-            f"{'vs lean':>11}"
+            f"{'run':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>9}{'db ms':>8}{'client ms':>10}"
+            f"{'vs bare':>11}{'vs lean':>11}"
         )
         ratios, lean_ratios, cpu_ratios = [], [], []
         offset = 0
