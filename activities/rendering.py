@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas.invoices import InvoiceOut
+from api.schemas.subscriptions import SubscriptionOut
 from db.invoice_totals import stored_totals
-from db.models import Invoice
+from db.models import Invoice, Subscription
+from db.subscriptions import view_rows
 
 
 async def invoice_data(session: AsyncSession, invoice: Invoice, base_url: str) -> dict[str, Any]:
@@ -19,3 +21,14 @@ async def invoice_data(session: AsyncSession, invoice: Invoice, base_url: str) -
     # The server sets the timestamps; a flushed row's are expired and must be read back.
     await session.refresh(invoice, ["created_at", "updated_at"])
     return InvoiceOut.of(invoice, stored_totals(invoice), base_url).model_dump(mode="json", by_alias=True)
+
+
+async def subscription_data(session: AsyncSession, sub: Subscription, base_url: str) -> dict[str, Any]:
+    """GET /v0/subscriptions/{id} of the subscription as this transaction leaves it."""
+    await session.flush()
+    await session.refresh(sub, ["created_at", "updated_at"])
+    rows = await view_rows(session, sub)
+    out = SubscriptionOut.of(
+        sub, invoice0=rows.invoice0, session=rows.payment, base_url=base_url, tax_rate=rows.tax_rate
+    )
+    return out.model_dump(mode="json", by_alias=True)

@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.rendering import invoice_data
+from activities.rendering import invoice_data, subscription_data
 from db import outbox
 from db.base import Base
 from db.billing import BillingContext, fee_charges, load_context, period_charges, write_invoice
 from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
 from db.session import session_factory
-from db.subscriptions import invoice_number, open_checkout, snapshot
+from db.subscriptions import invoice_number, open_checkout
 from domain import status
 from domain.durations import parse_duration
 from domain.ids import new_id
@@ -111,6 +111,10 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         self.sessions = session_factory(engine)
         self.grace = grace_period
         self.base_url = base_url  # the API's, for the links in rendered payloads
+
+    async def _record_subscription(self, session: AsyncSession, sub: Subscription, event_type: str) -> None:
+        data = await subscription_data(session, sub, self.base_url)
+        outbox.record(session, sub.merchant_id, sub.environment, event_type, data)
 
     async def _record_invoice(
         self, session: AsyncSession, sub: Subscription, event_type: str, invoice: Invoice
@@ -259,7 +263,6 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         ctx = await load_context(session, sub)
         charges = fee_charges(ctx, "in_advance", start, end, first_period=True)
         totals = await write_invoice(session, ctx, invoice0, charges, now)
-        outbox.record(session, sub.merchant_id, sub.environment, "subscription.created.v0", snapshot(sub))
         if totals.grand_total == 0:
             await self._paid(session, sub, invoice0, now)
             _set_status(sub, "active")
@@ -269,6 +272,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             _transition(invoice0, "ISSUED", now)
             open_checkout(session, sub, invoice0, now + timedelta(minutes=sub.session_expiry_minutes))
             await self._record_invoice(session, sub, "invoice.issued.v0", invoice0)
+        # Rendered last, so it says what the create answers: Invoice 0's payment, the activation.
+        await self._record_subscription(session, sub, "subscription.created.v0")
         return invoice0
 
     @activity.defn
@@ -328,9 +333,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 _set_status(sub, "terminated")
                 sub.terminated_at = invoice.period_end
                 sub.terminated_by, sub.termination_reason = "system", "endingAt reached"
-                outbox.record(
-                    session, sub.merchant_id, sub.environment, "subscription.cancelled.v0", snapshot(sub)
-                )
+                await self._record_subscription(session, sub, "subscription.cancelled.v0")
                 terminated = True
             pending = PendingClose(
                 sequence_number=invoice.sequence_number, grace_period_end=invoice.grace_period_end
@@ -457,9 +460,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             if activated:
                 _set_status(sub, "active")
                 sub.activated_at = request.at
-                outbox.record(
-                    session, sub.merchant_id, sub.environment, "subscription.updated.v0", snapshot(sub)
-                )
+                await self._record_subscription(session, sub, "subscription.updated.v0")
             await session.commit()
             return PaymentOutcome(applied=True, activated=activated)
 
@@ -520,9 +521,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     closed = PendingClose(
                         sequence_number=active.sequence_number, grace_period_end=active.grace_period_end
                     )
-            outbox.record(
-                session, sub.merchant_id, sub.environment, "subscription.cancelled.v0", snapshot(sub)
-            )
+            await self._record_subscription(session, sub, "subscription.cancelled.v0")
             await session.commit()
             return Terminated(terminated_at=request.at, closed=closed)
 

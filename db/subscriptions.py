@@ -8,8 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.billing import tax_rate
 from db.models import Customer, Invoice, PaymentSession, Plan, Subscription
 from domain.ids import new_id
 from domain.periods import truncate_to_hour
@@ -38,9 +40,29 @@ def invoice_number(subscription_id: str, sequence_number: int) -> str:
     return f"INV-{subscription_id.removeprefix('sub_')[:10].upper()}-{sequence_number:04d}"
 
 
-def snapshot(sub: Subscription) -> dict[str, Any]:
-    """What the outbox records of a subscription change (the webhook renders the full resource)."""
-    return {"object": "subscription", "id": sub.id, "status": sub.status, "customerId": sub.customer_id}
+@dataclass(frozen=True)
+class ViewRows:
+    """What a subscription's representation shows besides its row."""
+
+    invoice0: Invoice | None
+    payment: PaymentSession | None
+    plan: Plan
+    customer: Customer
+    tax_rate: Decimal
+
+
+async def view_rows(session: AsyncSession, sub: Subscription) -> ViewRows:
+    invoice0 = await session.scalar(
+        select(Invoice).where(Invoice.subscription_id == sub.id, Invoice.sequence_number == 0)
+    )
+    payment = (
+        await session.get(PaymentSession, invoice0.payment_session_id)
+        if invoice0 is not None and invoice0.payment_session_id
+        else None
+    )
+    customer = await session.get_one(Customer, sub.customer_id)
+    plan = await session.get_one(Plan, sub.plan_id)
+    return ViewRows(invoice0, payment, plan, customer, tax_rate(sub, plan, customer, None, None))
 
 
 def open_checkout(session: AsyncSession, sub: Subscription, invoice: Invoice, expires_at: datetime) -> None:

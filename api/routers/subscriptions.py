@@ -9,7 +9,6 @@ from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
@@ -24,8 +23,7 @@ from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
 from api.schemas.subscriptions import SubscriptionCreate, SubscriptionOut, TerminateBody, customer_of
 from api.wire import ListResponse, UtcDatetime, list_envelope
 from db import subscriptions as records
-from db.billing import tax_rate
-from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock, User
+from db.models import Customer, Organization, Plan, Subscription, TestClock, User
 from domain.ids import new_id
 from domain.money import parse_decimal
 from workflows.client import create_subscription as create_subscription_workflow
@@ -108,7 +106,7 @@ async def create_subscription(
     # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
     except (RPCError, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError, RuntimeError, OSError) as exc:
         raise ApiError(503, f"{retry}repeat the same request to finish it ({exc or 'timed out'})") from None
-    return await view(ctx, request, await ctx.session.get_one(Subscription, subscription_id))
+    return await view(ctx, request, sub)  # view refreshes the row the rollback expired
 
 
 async def start_workflow(request: Request, sub: Subscription, *, unreachable: str | None = None) -> None:
@@ -205,17 +203,8 @@ async def view(
     ctx: Ctx, request: Request, sub: Subscription, *, include_customer: bool = False
 ) -> SubscriptionOut:
     await ctx.session.refresh(sub)
-    invoice0 = await ctx.session.scalar(
-        select(Invoice).where(Invoice.subscription_id == sub.id, Invoice.sequence_number == 0)
-    )
-    payment = (
-        await ctx.session.get(PaymentSession, invoice0.payment_session_id)
-        if invoice0 is not None and invoice0.payment_session_id
-        else None
-    )
-    customer = await ctx.session.get_one(Customer, sub.customer_id)
-    plan = await ctx.session.get_one(Plan, sub.plan_id)
-    rate = tax_rate(sub, plan, customer, None, None)
+    rows = await records.view_rows(ctx.session, sub)
+    customer = rows.customer
     embedded = None
     if include_customer:
         consumer = await ctx.session.get_one(Organization, customer.consumer_id)
@@ -224,7 +213,12 @@ async def view(
         embedded = customer_of(customer, consumer, merchant, owner.email if owner else "")
     base_url = settings_of(request).base_url
     return SubscriptionOut.of(
-        sub, invoice0=invoice0, session=payment, base_url=base_url, tax_rate=rate, customer=embedded
+        sub,
+        invoice0=rows.invoice0,
+        session=rows.payment,
+        base_url=base_url,
+        tax_rate=rows.tax_rate,
+        customer=embedded,
     )
 
 

@@ -469,3 +469,16 @@ async def test_outbox_payloads_are_what_the_api_shows(billing: Billing) -> None:
     assert (issued["status"], issued["grandTotal"], issued["unpaidAmount"]) == ("ISSUED", "5.00", "5.00")
     assert (paid["status"], paid["grandTotal"], paid["paidAmount"]) == ("PAID", "5.00", "5.00")
     assert paid == shown
+
+
+async def test_subscription_outbox_payloads_are_what_the_api_shows(billing: Billing) -> None:
+    clock = await billing.clock(JAN31)
+    sub = await billing.subscribe(
+        await metered_plan(billing), await billing.customer(), JAN31, testClockId=clock
+    )
+    [created] = [p for p in await billing.outbox("subscription.created.v0") if p["id"] == sub["id"]]
+    assert created == sub  # active at once (Invoice 0 is zero), its payment paid
+    await billing.post(f"/v0/subscriptions/{sub['id']}/termination", {"reason": "Done"}, 200)
+    [cancelled] = [p for p in await billing.outbox("subscription.cancelled.v0") if p["id"] == sub["id"]]
+    assert cancelled == await billing.get(f"/v0/subscriptions/{sub['id']}")
+    assert cancelled["status"] == "terminated" and cancelled["terminationReason"] == "Done"
