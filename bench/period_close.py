@@ -11,15 +11,16 @@ active at once), N customers and subscriptions through the API, a few meter even
 POST /v0/events/batch, and every workflow idle in period 1.
 
 Timed:
-- Accrue: one `PATCH /v0/testClocks/{id}` to periodEnd + grace. Each subscription's workflow runs
-  close_period, open_period and finalize_invoice (then continues as new); the clock returns a 200 once all
-  caught up, or a 503 after 60 s while the workflows carry on. The time runs until the database holds N
-  ISSUED invoices.
-- Baseline: N idle bare workflows each receive one update (gathered from one client, as the API's fan-out
-  does) whose handler runs three no-op activities. Also timed: the same fan-out with handlers that return at
-  once, the floor of the fan-out itself; and the same-shape baseline, bare workflows that also carry five
-  search attributes and continue as new after the update, which issue 3 prescribes for every subscription
-  period. Baseline workers are configured as Accrue's (pydantic converter, no sandbox).
+- Accrue: one `PATCH /v0/testClocks/{id}` to periodEnd + grace. The clock's workflow records the time and
+  drives every subscription (batches of 500, 64 updates in flight); each subscription's workflow runs
+  close_period, open_period and finalize_invoice (continuing as new only every 12 periods); the PATCH answers
+  200 once all caught up. The time runs until the database holds N ISSUED invoices.
+- Baseline: N idle bare workflows each receive one update (64 in flight from one client, as the clock's
+  fan-out sends them) whose handler runs three no-op activities. Also timed: the same fan-out with
+  handlers that return at once, the floor of the fan-out itself; and the same-shape baseline, bare
+  workflows that also carry five search attributes and continue as new after the update, which issue 3
+  prescribed for every subscription period. Baseline workers are configured as Accrue's (pydantic
+  converter, no sandbox).
 CPU seconds per process (Temporal, PostgreSQL, API, workers) during each timed phase show where time goes.
 
 Run: .venv/bin/python bench/period_close.py [--subscriptions 1000] [--workers 2]
@@ -58,11 +59,12 @@ with workflow.unsafe.imports_passed_through():
     from db.models import Invoice, Subscription
     from db.session import create_engine, session_factory
     from workflows import search_attributes as sa
-    from workflows.client import connect
+    from workflows.client import connect, ensure_search_attributes
     from workflows.ids import subscription_workflow_id
-    from workflows.search_attributes import ensure_search_attributes
 
 ACTIVITIES_PER_SUBSCRIPTION = ("close_period", "open_period", "finalize_invoice")
+# Updates in flight at once, as TestClockWorkflow's batches send them (activities/test_clock.py).
+FAN_OUT = 64
 EVENTS_PER_SUBSCRIPTION = 3
 GRACE = timedelta(hours=24)  # the worker's default invoice grace period
 EVENT_TYPE = "bench.tokens"
@@ -242,6 +244,14 @@ async def in_parallel(calls: list[Callable[[], Awaitable[Any]]], concurrency: in
     return await asyncio.gather(*(one(c) for c in calls))
 
 
+def ping(handle: Any) -> Callable[[], Awaitable[Any]]:
+    return lambda: handle.execute_update(BaselineWorkflow.ping)
+
+
+def send(handle: Any, update: Any) -> Callable[[], Awaitable[Any]]:
+    return lambda: handle.execute_update(update)
+
+
 async def post(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = await http.post(path, json=body)
     if response.status_code >= 300:
@@ -414,13 +424,10 @@ async def history_shape(client: Any, workflow_id: str, run_id: str | None = None
 
 
 async def accrue_shape(s: Stack, subscription_id: str) -> str:
-    """The run of one subscription that crossed the boundary (the one before its current run)."""
+    """The run of one subscription that crossed the boundary: creation, Invoice 0 and the first period
+    (it continues as new only every 12 periods)."""
     client = await connect(s.temporal_address)
-    handle = client.get_workflow_handle(subscription_workflow_id(subscription_id))
-    history = await handle.fetch_history()
-    started = history.events[0].workflow_execution_started_event_attributes
-    previous = started.continued_execution_run_id
-    return f"{await history_shape(client, handle.id, previous)} (the next run: {len(history.events)} events)"
+    return await history_shape(client, subscription_workflow_id(subscription_id))
 
 
 async def baseline_phases(s: Stack, n: int, workers: int, work_dir: Path) -> list[Phase]:
@@ -448,7 +455,7 @@ async def baseline_phases(s: Stack, n: int, workers: int, work_dir: Path) -> lis
         bare = await in_parallel([starter(i, False) for i in range(n)], 64)
         renewing = await in_parallel([starter(i, True) for i in range(n)], 64)
         # Every workflow has run its first task (so the timed updates meet idle workflows).
-        await asyncio.gather(*(h.execute_update(BaselineWorkflow.ping) for h in bare + renewing))
+        await in_parallel([ping(h) for h in bare + renewing], FAN_OUT)
 
         phases = []
         for name, update, handles in (
@@ -472,7 +479,7 @@ async def baseline_phases(s: Stack, n: int, workers: int, work_dir: Path) -> lis
         ):
             before = s.cpu()
             started = time.perf_counter()
-            await asyncio.gather(*(h.execute_update(update) for h in handles))
+            await in_parallel([send(h, update) for h in handles], FAN_OUT)
             elapsed = time.perf_counter() - started
             phases.append(Phase(name, elapsed, n, cpu_delta(before, s.cpu())))
         await asyncio.sleep(1)  # the last continue-as-new
