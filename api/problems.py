@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 CATEGORIES = {
     400: "bad_request",
@@ -35,8 +35,6 @@ class FieldError(BaseModel):
 
 class ErrorBody(BaseModel):
     """The envelope every error answers with, as the OpenAPI document declares it."""
-
-    model_config = ConfigDict(title="Error")
 
     error: str
     message: str

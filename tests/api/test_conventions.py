@@ -61,3 +61,19 @@ def test_docs_and_openapi_are_served(api_url: str) -> None:
     assert httpx.get(f"{api_url}/docs").status_code == 200
     spec = httpx.get(f"{api_url}/openapi.json").json()
     assert "/v0/products" in spec["paths"]
+
+
+def test_every_operation_declares_its_error_responses_with_the_envelope(api_url: str) -> None:
+    spec = httpx.get(f"{api_url}/openapi.json").json()
+    envelope = {"$ref": "#/components/schemas/ErrorBody"}
+    missing = [
+        f"{method.upper()} {path} {status}"
+        for path, operations in spec["paths"].items()
+        if path != "/healthz"
+        for method, operation in operations.items()
+        for status in ("400", "401", "404", "409", "422")
+        if operation["responses"].get(status, {}).get("content", {}).get("application/json", {}).get("schema")
+        != envelope
+    ]
+    assert missing == []
+    assert {"error", "message"} <= set(spec["components"]["schemas"]["ErrorBody"]["required"])

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.merchants import NewMerchant
 from tests.factories import Factory
 
-EXAMPLES = 40
+EXAMPLES = 25
 SKIPPED = {
     "GET /healthz"
 }  # answers 503 by design while Temporal is away; tests/api/test_healthz.py covers it
