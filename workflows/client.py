@@ -11,6 +11,7 @@ run of it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,12 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WithStartWorkflowOperation,
 )
-from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -70,16 +76,23 @@ async def start_subscription_workflow(
     )
 
 
-async def create_subscription(client: Client, task_queue: str, subscription_id: str) -> Created:
+async def create_subscription(
+    client: Client,
+    task_queue: str,
+    subscription_id: str,
+    search_attributes: Sequence[SearchAttributePair[Any]] = (),
+) -> Created:
     """Start the subscription's workflow (or find it) and wait until it has written Invoice 0 and, when
     Invoice 0 is free, the activation: one update-with-start round trip. A repeated create finds the same
-    run and gets the same answer."""
+    run and gets the same answer. The start carries `search_attributes` (sa.subscription of the row), so the
+    workflow upserts only what Invoice 0 changed."""
     start = WithStartWorkflowOperation(
         SubscriptionWorkflow.run,
         SubscriptionInput(subscription_id=subscription_id),
         id=subscription_workflow_id(subscription_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(list(search_attributes)),
     )
     return await client.execute_update_with_start_workflow(
         SubscriptionWorkflow.await_created,

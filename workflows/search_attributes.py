@@ -7,7 +7,7 @@ attributes.
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair
 
 MERCHANT_ID = SearchAttributeKey.for_keyword("AccrueMerchantId")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("AccrueCustomerId")
@@ -16,3 +16,19 @@ PLAN_ID = SearchAttributeKey.for_keyword("AccruePlanId")
 TEST_CLOCK_ID = SearchAttributeKey.for_keyword("AccrueTestClockId")
 
 ALL = (MERCHANT_ID, CUSTOMER_ID, SUBSCRIPTION_STATUS, PLAN_ID, TEST_CLOCK_ID)
+
+
+def subscription(
+    merchant_id: str, customer_id: str, plan_id: str, status: str, test_clock_id: str | None
+) -> list[SearchAttributePair[str]]:
+    """A subscription workflow's attributes: the API's create sets them at start, the workflow upserts them
+    on each transition."""
+    pairs = [
+        SearchAttributePair(MERCHANT_ID, merchant_id),
+        SearchAttributePair(CUSTOMER_ID, customer_id),
+        SearchAttributePair(PLAN_ID, plan_id),
+        SearchAttributePair(SUBSCRIPTION_STATUS, status),
+    ]
+    if test_clock_id:
+        pairs.append(SearchAttributePair(TEST_CLOCK_ID, test_clock_id))
+    return pairs

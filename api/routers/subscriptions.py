@@ -26,6 +26,7 @@ from db import subscriptions as records
 from db.models import Customer, Organization, Plan, Subscription, TestClock, User
 from domain.ids import new_id
 from domain.money import parse_decimal
+from workflows import search_attributes
 from workflows.client import create_subscription as create_subscription_workflow
 from workflows.client import start_subscription_workflow
 from workflows.ids import subscription_workflow_id
@@ -95,12 +96,17 @@ async def create_subscription(
         response.status_code = 200
         sub = existing
     subscription_id = sub.id
+    attributes = search_attributes.subscription(
+        sub.merchant_id, sub.customer_id, sub.plan_id, sub.status, sub.test_clock_id
+    )
     await ctx.session.rollback()  # release the snapshot: the workflow writes Invoice 0
     retry = f"Subscription {subscription_id} is stored but its workflow has not finished creating it; "
     try:
         client = await temporal_client(request.app)
         await asyncio.wait_for(
-            create_subscription_workflow(client, settings_of(request).task_queue, subscription_id),
+            create_subscription_workflow(
+                client, settings_of(request).task_queue, subscription_id, attributes
+            ),
             CREATE_TIMEOUT_SECONDS,
         )
     # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
