@@ -5,9 +5,11 @@ right total."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,10 +204,9 @@ class Stalls(SubscriptionActivities):
 @pytest.mark.parametrize("after_commit", [False, True], ids=["before its commit", "after its commit"])
 async def test_worker_killed_while_closing_a_period(billing: Billing, after_commit: bool) -> None:
     """The worker's task is cancelled with finalize_invoice in flight, its transaction open or already
-    committed; a fresh worker on the task queue finishes the close. (A SIGKILLed process reports nothing,
-    so the server retries after the activity's 60 s start-to-close timeout; the time-skipping server cannot
-    skip that while the attempt is outstanding, so the kill here is in-process. The database sees the same:
-    a transaction that never committed, or one that did with its result lost.)"""
+    committed; a fresh worker on the task queue finishes the close. (The database sees what a SIGKILL
+    leaves: a transaction that never committed, or one that did with its result lost; the SIGKILL itself is
+    the next test.)"""
     stalls = Stalls(billing.engine, GRACE, after_commit)
     # No workflow cache, so no sticky queue: a real server moves a dead worker's sticky workflow tasks back
     # to the task queue after a timeout, the time-skipping test server never does.
@@ -278,3 +279,91 @@ async def test_concurrent_duplicate_creates_give_one_subscription(billing: Billi
         lines = await session.scalar(select(func.count()).where(LineItem.subscription_id == sub_id))
     assert (subscriptions, counts, lines) == (1, [1, 1], 1)
     assert len(await billing.outbox("subscription.created.v0")) == 1
+
+
+# ---- a worker process killed with SIGKILL ---------------------------------------------------------------
+
+ROOT = str(Path(__file__).resolve().parents[2])
+DOOMED_WORKER = """
+import asyncio, sys
+from temporalio.worker import Worker
+from activities.heartbeat import HeartbeatInterceptor
+from activities.test_clock import TestClockActivities
+from db.session import create_engine
+from tests.workflows.billing_harness import GRACE
+from tests.workflows.test_reliability import Stalls
+from worker import WORKFLOWS
+from workflows.client import connect
+
+async def main(target: str, database_url: str, task_queue: str) -> None:
+    client = await connect(target)
+    engine = create_engine(database_url, 2)
+    stalls = Stalls(engine, GRACE, after_commit=False)
+    clocks = TestClockActivities(engine, client)
+    async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
+                      activities=[*stalls.all(), *clocks.all()],
+                      interceptors=[HeartbeatInterceptor()], max_cached_workflows=0):
+        print("polling", flush=True)
+        await stalls.reached.wait()
+        print("stalled", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def said(stream: asyncio.StreamReader, marker: bytes) -> None:
+    """Until the process prints `marker` on a line of its own (the SDK logs to the same stream)."""
+    while (line := await stream.readline()) and line.strip() != marker:
+        pass
+    assert line, f"the worker exited before printing {marker!r}"
+
+
+async def test_a_worker_killed_mid_close_costs_a_heartbeat_timeout(
+    billing: Billing, settings: Settings
+) -> None:
+    """A worker process dies with SIGKILL inside finalize_invoice (lines written, not committed, row locked)
+    and reports nothing. The server notices when heartbeats stop, so the retry on a fresh worker follows
+    the heartbeat timeout, not the activity's minutes-long start-to-close budget, and bills the period
+    once."""
+    target = billing.env.client.service_client.config.target_host
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DOOMED_WORKER, target, settings.database_url, billing.task_queue,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        await asyncio.wait_for(said(process.stdout, b"polling"), 60)
+        sub, clock = await quickstart(billing)
+        await billing.activate(sub)
+        await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=2500)
+        advance = asyncio.create_task(billing.advance(clock, PERIOD_ENDS[0] + GRACE))
+        await asyncio.wait_for(said(process.stdout, b"stalled"), 60)
+    finally:
+        process.kill()
+        await process.wait()
+    async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
+        await asyncio.wait_for(advance, 60)
+    await assert_one_invoice_per_period(
+        billing, sub["id"], [(0, "PAID", D("49.00")), (1, "ISSUED", D("51.50")), (2, "ACTIVE", D(0))]
+    )
+    # The retry came within the 60 s wait above, long before finalize_invoice's 5-minute start-to-close
+    # budget could have expired: the server acted on the missing heartbeats.
+    history = await billing.handle(sub["id"]).fetch_history()
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    finalize = [
+        (scheduled[e.activity_task_started_event_attributes.scheduled_event_id],
+         e.activity_task_started_event_attributes.attempt)
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and scheduled[e.activity_task_started_event_attributes.scheduled_event_id].activity_type.name
+        == "finalize_invoice"
+    ]  # fmt: skip
+    [(options, attempt)] = finalize
+    assert attempt == 2
+    assert options.heartbeat_timeout.ToTimedelta() == timedelta(seconds=10)
+    assert options.start_to_close_timeout.ToTimedelta() == timedelta(minutes=5)
