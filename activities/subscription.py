@@ -361,7 +361,6 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     ctx = await load_context(session, sub, plan, customer)
                     await self._calculate(session, ctx, invoice, request.at)
                     await session.commit()
-                    await session.refresh(invoice)
                 return self._outcome(invoice)
         except (DBAPIError, ArithmeticError) as exc:
             if not _no_retry_fixes(exc):
@@ -370,7 +369,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
 
     @staticmethod
     def _outcome(invoice: Invoice) -> InvoiceOutcome:
-        """From the stored row, so a retry answers exactly as the first attempt did."""
+        """Formatted as the API formats it, so a retry (which reads the stored row) answers exactly as the
+        first attempt (which holds the values it computed) did."""
         failure = (invoice.metadata_ or {}).get("failure")
         return InvoiceOutcome(
             invoice_id=invoice.id,
