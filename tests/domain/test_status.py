@@ -52,9 +52,7 @@ def test_allowed_transitions(machine: Machine, current: str, wanted: str) -> Non
 
 
 @pytest.mark.parametrize("machine,current,wanted", FORBIDDEN, ids=lambda v: getattr(v, "resource", v))
-def test_forbidden_transitions_raise(
-    machine: Machine, current: str, wanted: str
-) -> None:
+def test_forbidden_transitions_raise(machine: Machine, current: str, wanted: str) -> None:
     assert not machine.may(current, wanted)
     with pytest.raises(IllegalTransition) as raised:
         machine.check(current, wanted)
