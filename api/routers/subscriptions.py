@@ -99,7 +99,9 @@ async def create_subscription(
     attributes = search_attributes.subscription(
         sub.merchant_id, sub.customer_id, sub.plan_id, sub.status, sub.test_clock_id
     )
-    await ctx.session.rollback()  # release the snapshot: the workflow writes Invoice 0
+    # End the snapshot before the workflow writes Invoice 0. A commit (of nothing) rather than a rollback:
+    # it leaves the loaded plan and customer unexpired, so the view reads neither again.
+    await ctx.session.commit()
     retry = f"Subscription {subscription_id} is stored but its workflow has not finished creating it; "
     try:
         client = await temporal_client(request.app)
@@ -112,7 +114,7 @@ async def create_subscription(
     # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
     except (RPCError, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError, RuntimeError, OSError) as exc:
         raise ApiError(503, f"{retry}repeat the same request to finish it ({exc or 'timed out'})") from None
-    return await view(ctx, request, sub)  # view refreshes the row the rollback expired
+    return await view(ctx, request, sub)  # view re-reads the row the workflow changed
 
 
 async def start_workflow(request: Request, sub: Subscription, *, unreachable: str | None = None) -> None:
