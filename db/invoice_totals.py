@@ -14,8 +14,8 @@ from decimal import Decimal
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.billing import charge_line, load_contexts, manual_lines_many, period_charges_many, price_lines
-from db.models import Invoice, LineItem, Subscription
+from db.billing import among, charge_line, load_contexts, manual_lines_many, period_charges_many, price_lines
+from db.models import Customer, Invoice, LineItem, Subscription
 from domain.invoice import PricedLine
 from domain.status import INVOICE_LIVE
 
@@ -54,12 +54,18 @@ async def live_invoices(
     live = [invoice for invoice in invoices if is_live(invoice)]
     if not live:
         return {}
-    subscription_ids = {invoice.subscription_id for invoice in live}
-    subscriptions = {
-        s.id: s
-        for s in await session.scalars(select(Subscription).where(Subscription.id.in_(subscription_ids)))
-    }
-    contexts = await load_contexts(session, [subscriptions[invoice.subscription_id] for invoice in live])
+    rows = await session.execute(
+        select(Subscription, Customer)
+        .join(Customer, Customer.id == Subscription.customer_id)
+        .where(among(Subscription.id, {invoice.subscription_id for invoice in live}))
+    )
+    subscriptions: dict[str, Subscription] = {}
+    customers: dict[str, Customer] = {}
+    for subscription, customer in rows.tuples():
+        subscriptions[subscription.id], customers[customer.id] = subscription, customer
+    contexts = await load_contexts(
+        session, [subscriptions[invoice.subscription_id] for invoice in live], customers
+    )
     pairs = list(zip(contexts, live, strict=True))
     charges = await period_charges_many(session, pairs)
     manual = await manual_lines_many(session, live)

@@ -9,6 +9,7 @@ decimal ("12.5"), is a value; anything else is not (it still counts for COUNT).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,7 +165,8 @@ def _branch(aggregation: str, rule: str, param: str) -> str:
     distinct = _scalar_text("raw.vj") if aggregation == "UNIQUE_COUNT" else "NULL::text"
     price_json = "e.data #> q.price_path" if rule == "path" else "NULL::jsonb"
     return f"""
-SELECT q.i, u.quantity, u.record_values, u.record_amount, u.record_price
+SELECT q.i, trim_scale(u.quantity), trim_scale(u.record_values), trim_scale(u.record_amount),
+    trim_scale(u.record_price)
 FROM jsonb_to_recordset(CAST(:{param} AS jsonb)) AS q({_COLUMNS})
 CROSS JOIN LATERAL (
     SELECT {_AGGREGATES[aggregation]} AS quantity, coalesce(sum(v), 0) AS record_values,
@@ -196,12 +198,7 @@ def _decimal_text(value: Decimal | None) -> str | None:
 
 
 def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
-    if query.aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"unknown aggregation {query.aggregation!r}; expected one of {', '.join(AGGREGATIONS)}"
-        )
-    rule = query.rule
-    row: dict[str, Any] = {
+    return {
         "i": i,
         "merchant_id": query.merchant_id,
         "environment": query.environment,
@@ -209,8 +206,16 @@ def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
         "subjects": list(query.subjects),
         "start_at": query.start.isoformat(),
         "end_at": query.end.isoformat(),
-        "value_path": pg_path(query.value_property) if query.value_property is not None else None,
-    }
+    } | _price_columns(query.aggregation, query.value_property, query.rule)
+
+
+@functools.lru_cache(maxsize=1024)
+def _price_columns(aggregation: str, value_property: str | None, rule: RecordRule | None) -> dict[str, Any]:
+    """The columns a query row takes from its metric and price, which every invoice on a page shares: parsed
+    and formatted once per price, not once per invoice. Callers merge the dict, never change it."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {', '.join(AGGREGATIONS)}")
+    row: dict[str, Any] = {"value_path": pg_path(value_property) if value_property is not None else None}
     if rule is not None:
         row |= {
             "factor": _decimal_text(rule.factor),
@@ -244,13 +249,9 @@ async def period_usages(session: AsyncSession, queries: Sequence[UsageQuery]) ->
     sql, params = _statement(queries)
     rows = await session.execute(text(sql), params)
     usages: list[PeriodUsage | None] = [None] * len(queries)
+    # trim_scale in the statement does what _plain does (1.500000000 → 1.5), with no Python pass per value.
     for i, quantity, values, amount, price in rows:
-        usages[i] = PeriodUsage(
-            quantity=_plain(Decimal(quantity)),
-            record_values=_plain(Decimal(values)),
-            record_amount=_plain(Decimal(amount)),
-            record_price=None if price is None else _plain(Decimal(price)),
-        )
+        usages[i] = PeriodUsage(quantity, values, amount, price)
     assert all(u is not None for u in usages)
     return [u for u in usages if u is not None]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation
 
@@ -55,8 +56,13 @@ def minor_units(currency: str) -> int:
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit: the only rounding of money in Accrue."""
-    quantum = Decimal(1).scaleb(-minor_units(currency))
-    return _unsigned_zero(amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_EXACT))
+    return _unsigned_zero(amount.quantize(_quantum(currency), rounding=ROUND_HALF_UP, context=_EXACT))
+
+
+@functools.lru_cache(maxsize=256)
+def _quantum(currency: str) -> Decimal:
+    # round_money runs about ten times per invoice of a /v2/invoices page; few currencies are ever used.
+    return Decimal(1).scaleb(-minor_units(currency))
 
 
 def average_unit_price(amount: Decimal, quantity: Decimal) -> Decimal:

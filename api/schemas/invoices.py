@@ -52,8 +52,12 @@ def number(amount: Decimal) -> int | float:
     return int(amount) if amount == amount.to_integral_value() else float(amount)
 
 
-def _drop_none(keys: frozenset[str], data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if not (k in keys and v is None)}
+def _drop_none(keys: tuple[str, ...], data: dict[str, Any]) -> dict[str, Any]:
+    # Deleting the few keys in place, not copying every other key: a /v2/invoices page runs this 100 times.
+    for key in keys:
+        if key in data and data[key] is None:
+            del data[key]
+    return data
 
 
 class InvoiceLineItemOut(WireModel):
@@ -155,7 +159,7 @@ class InvoiceOut(WireModel):
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # The contract says these keys are present only when they apply, so absent means "does not apply".
-        return _drop_none(frozenset({"paymentUrl", "payment_url", "lineItems", "line_items"}), handler(self))
+        return _drop_none(("paymentUrl", "payment_url", "lineItems", "line_items"), handler(self))
 
     @classmethod
     def of(

@@ -6,6 +6,7 @@ Nothing here rounds: amounts stay exact until the invoice rounds each line (D13,
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,9 +187,14 @@ def decimal_prop(props: Mapping[str, Any], key: str, label: str | None = None) -
     if not isinstance(value, str):
         raise PricePropertiesError(f"price property {name!r} must be a decimal string, got {value!r}")
     try:
-        return parse_decimal(value)
+        return _parse_stored(value)
     except MoneyFormatError as exc:
         raise PricePropertiesError(f"price property {name!r}: {exc}") from exc
+
+
+# Stored properties are few distinct strings read once per invoice and price (a /v2/invoices page prices
+# every invoice again); Decimals are immutable, so one parse of each serves them all.
+_parse_stored = functools.lru_cache(maxsize=4096)(parse_decimal)
 
 
 # ---- checking properties sent to the API -----------------------------------------------------------------
