@@ -28,7 +28,6 @@ from api.schemas.invoices import (
     InvoiceLineItemOut,
     InvoiceLineItemsOut,
     InvoiceOut,
-    InvoiceStatus,
     LineItemOut,
     LineItemsOut,
     LineItemsSummary,
@@ -47,7 +46,7 @@ from domain.money import (
     parse_decimal,
     round_money,
 )
-from domain.status import INVOICE_OPEN_FOR_LINES
+from domain.status import INVOICE_OPEN_FOR_LINES, InvoiceStatus
 
 router = APIRouter(prefix="/v2/invoices", tags=["invoices"])
 

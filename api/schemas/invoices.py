@@ -14,19 +14,6 @@ from db.models import BillableMetric, Fee, Invoice, LineItem
 from domain.money import format_amount, format_money, round_money
 from domain.status import INVOICE_PAYABLE
 
-InvoiceStatus = Literal[
-    "ACTIVE",
-    "CLOSING",
-    "CLOSED",
-    "CALCULATING",
-    "DRAFT",
-    "ISSUED",
-    "PAYMENT_FAILED",
-    "PAID",
-    "CANCELLED",
-    "WRITTEN_OFF",
-    "FAILED",
-]
 # What the payer still owes exists only once the invoice is issued and until it is settled.
 OWING_STATUSES: frozenset[str] = INVOICE_PAYABLE
 
