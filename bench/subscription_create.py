@@ -303,7 +303,11 @@ class Side:
         quantiles = statistics.quantiles(self.latencies, n=100)
         rounds = ", ".join(f"{r:.1f}" for r in self.rates)
         print(f"\n{self.name}: {self.n} in {self.seconds:.2f} s = {self.rate:.1f}/s (rounds: {rounds})")
-        print(f"  latency p50 {quantiles[49] * 1000:.0f} ms, p99 {quantiles[98] * 1000:.0f} ms")
+        mean = statistics.fmean(self.latencies)
+        print(
+            f"  latency p50 {quantiles[49] * 1000:.0f} ms, p99 {quantiles[98] * 1000:.0f} ms, "
+            f"mean {mean * 1000:.0f} ms"
+        )
         per = {k: 1000 * v / self.n for k, v in self.cpu.items() if v > 0.0005 * self.n}
         shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
         print(f"  CPU ms per create: {sum(per.values()):.1f} ({shown})")
@@ -317,21 +321,28 @@ def _event(e: Any) -> str:
     return EventType.Name(e.event_type).removeprefix("EVENT_TYPE_").lower()
 
 
-async def where_time_goes(client: Client, workflow_ids: list[str]) -> list[str]:
+async def where_time_goes(client: Client, sample: list[tuple[str, datetime]]) -> list[str]:
     """From each workflow's history, the mean time between consecutive events up to the update's answer:
-    how long each workflow and activity task waited for a worker and ran, as the server saw it."""
+    how long each workflow and activity task waited for a worker and ran, as the server saw it; and before
+    that, from the request's transaction start (the row's created_at) to the workflow's start."""
     gaps: dict[str, float] = defaultdict(float)
     events = tasks = 0
-    for workflow_id in workflow_ids:
+    before_start = 0.0
+    for workflow_id, created_at in sample:
         history = (await client.get_workflow_handle(workflow_id).fetch_history()).events
+        started = history[0].event_time.ToDatetime().replace(tzinfo=UTC)
+        before_start += (started - created_at).total_seconds()
         done = next(i for i, e in enumerate(history) if e.event_type == UPDATE_COMPLETED)
         events += done + 1
         tasks += sum(1 for e in history[:done] if e.event_type == TASK_COMPLETED)
         for previous, event in itertools.pairwise(history[: done + 1]):
             spent = event.event_time.ToDatetime() - previous.event_time.ToDatetime()
             gaps[f"{_event(previous)} -> {_event(event)}"] += spent.total_seconds()
-    n = len(workflow_ids)
+    n = len(sample)
     lines = [f"{events / n:.0f} events and {tasks / n:.0f} workflow tasks until the update answered"]
+    lines.append(
+        f"from the request's first SQL statement to the workflow's start: {1000 * before_start / n:.0f} ms"
+    )
     total = sum(gaps.values())
     lines.append(f"server time from start to the update's answer: {1000 * total / n:.0f} ms, of which:")
     for step, seconds in sorted(gaps.items(), key=lambda kv: -kv[1])[:5]:
@@ -339,11 +350,12 @@ async def where_time_goes(client: Client, workflow_ids: list[str]) -> list[str]:
     return lines
 
 
-async def sample_ids(url: str, statement: str, k: int) -> list[str]:
+async def sample(url: str, statement: str, k: int) -> list[tuple[str, datetime]]:
+    """Workflow ids and their rows' created_at."""
     engine = create_engine(url, 1)
     try:
         async with engine.connect() as connection:
-            return [row[0] for row in await connection.execute(text(statement), {"k": k})]
+            return [(row[0], row[1]) for row in await connection.execute(text(statement), {"k": k})]
     finally:
         await engine.dispose()
 
@@ -419,19 +431,21 @@ async def run(n: int, clients: int, workers: int, rounds: int, work_dir: Path) -
                 f"{pending} pending, {issued} Invoice 0s, expected {expected}"
             )
             client = await connect(s.temporal_address)
-            accrue_ids = await sample_ids(
+            accrue_sample = await sample(
                 s.database_url,
-                "SELECT 'subscription-' || id FROM subscriptions ORDER BY created_at DESC LIMIT :k",
+                "SELECT 'subscription-' || id, created_at FROM subscriptions "
+                "ORDER BY created_at DESC LIMIT :k",
                 50,
             )
-            baseline_ids = await sample_ids(
+            baseline_sample = await sample(
                 s.database_url,
-                "SELECT 'bench-create-' || id FROM bench_create_requests ORDER BY created_at DESC LIMIT :k",
+                "SELECT 'bench-create-' || id, created_at FROM bench_create_requests "
+                "ORDER BY created_at DESC LIMIT :k",
                 50,
             )
-            for side, ids in ((accrue, accrue_ids), (baseline, baseline_ids)):
+            for side, rows in ((accrue, accrue_sample), (baseline, baseline_sample)):
                 side.show()
-                for line in await where_time_goes(client, ids):
+                for line in await where_time_goes(client, rows):
                     print(f"  {line}")
         print(
             "\nEvery Accrue create left a pending_payment subscription and an ISSUED Invoice 0 with a "
