@@ -17,7 +17,14 @@ Timed (sequential requests, one keep-alive connection), in the same run:
 Prints p50/p95/p99 and the plan of the aggregation statement (it must use ix_meter_events_lookup).
 Target (issue 7): p99 < 100 ms.
 
+With `--before DIR` (a checkout of earlier code: `git worktree add --detach DIR <commit>`), a second API
+serves DIR's code from the same database and the live page is timed on both in alternating blocks of
+requests, so a machine whose load drifts weighs on both alike: before/after from one run.
+
+Both APIs run as `accrue api` does in production (uvicorn, default log level and pool), after a warm-up.
+
 Run: .venv/bin/python bench/invoices_list.py [--events 10000000] [--every 1000] [--requests 300]
+    [--before DIR]
 
 With the defaults each page invoice has about 23 events per metered price in its period (10,000 page-customer
 events over 120 days); the cost grows with those, not with the table: --events 1000000 --every 100 gives the
@@ -29,9 +36,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +50,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
-from _harness import EVENT_TYPE, accrue_api, database_url, new_merchant
+from _harness import EVENT_TYPE, accrue_api, database_url, free_port, new_merchant
 from meter_query import _CREATE, _DROP
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,6 +74,8 @@ from db.session import create_engine, session_factory
 from domain.ids import new_id
 
 PAGE = 100
+# Settings' default, as `accrue api` runs in production (uvicorn's access log included).
+PRODUCTION_LOG_LEVEL = "INFO"
 FEB, MAR = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
 START, DAYS = datetime(2026, 1, 1, tzinfo=UTC), 120
 
@@ -186,15 +199,20 @@ async def load(
 
 
 class ServerCpu:
-    """CPU seconds of the API process and of PostgreSQL (server and backends) so far: on a shared 2-core
-    machine wall-clock percentiles follow the machine's load, CPU per request does not."""
+    """CPU seconds of the API process (the one serving code from `tree`) and of PostgreSQL (server and
+    backends) so far: on a shared 2-core machine wall-clock percentiles follow the machine's load, CPU per
+    request does not."""
 
-    def __init__(self, postmaster: int | None) -> None:
+    def __init__(self, postmaster: int | None, tree: Path | None = None) -> None:
         self.postmaster = psutil.Process(postmaster) if postmaster is not None else None
+        # accrue_api's process runs in this one's directory.
+        self.tree = tree or Path.cwd().resolve()
 
     def __call__(self) -> float:
         mine = psutil.Process()
-        processes = [p for p in mine.children(recursive=True) if "api" in p.cmdline()]
+        processes = [
+            p for p in mine.children(recursive=True) if "api" in p.cmdline() and Path(p.cwd()) == self.tree
+        ]
         if self.postmaster is not None:
             processes += [self.postmaster, *self.postmaster.children(recursive=True)]
         total = 0.0
@@ -224,6 +242,55 @@ async def timed(
     return q[49] * 1000, q[94] * 1000, q[98] * 1000, used * 1000 / n
 
 
+async def alternating(
+    calls: list[tuple[Callable[[], Awaitable[object]], Callable[[], float]]], n: int, block: int = 10
+) -> list[tuple[float, float, float, float]]:
+    """`timed` of several calls on one machine at once: blocks of `block` requests of each in turn, each
+    block's server CPU counted for its call (PostgreSQL serves one block at a time)."""
+    for call, _ in calls:
+        for _ in range(min(20, n)):
+            await call()
+    latencies: list[list[float]] = [[] for _ in calls]
+    used = [0.0 for _ in calls]
+    for _ in range(0, n, block):
+        for k, (call, cpu) in enumerate(calls):
+            before = cpu()
+            for _ in range(block):
+                started = time.perf_counter()
+                await call()
+                latencies[k].append(time.perf_counter() - started)
+            used[k] += cpu() - before
+    results = []
+    for k in range(len(calls)):
+        q = statistics.quantiles(latencies[k], n=100)
+        results.append((q[49] * 1000, q[94] * 1000, q[98] * 1000, used[k] * 1000 / len(latencies[k])))
+    return results
+
+
+@contextmanager
+def api_from(tree: Path, url: str) -> Iterator[str]:
+    """`accrue api` serving the code checked out at `tree` (its own cwd comes first on sys.path)."""
+    port = free_port()
+    env = {"DATABASE_URL": url, "ACCRUE_API_PORT": str(port), "ACCRUE_LOG_LEVEL": PRODUCTION_LOG_LEVEL}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "accrue", "api"], cwd=tree, env=os.environ | env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the API from {tree} did not start listening on {port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 async def page_queries(engine: AsyncEngine, merchant: NewMerchant) -> list[UsageQuery]:
     """The UsageQuery list GET /v2/invoices builds for the live page (db.billing.metered_queries)."""
     async with session_factory(engine)() as session:
@@ -234,7 +301,7 @@ async def page_queries(engine: AsyncEngine, merchant: NewMerchant) -> list[Usage
     return [query for ctx in contexts for _, _, query in metered_queries(ctx, FEB, MAR)]
 
 
-async def main(total: int, every: int, n: int) -> None:
+async def main(total: int, every: int, n: int, before: Path | None) -> None:
     own_database = "DATABASE_URL" not in os.environ
     url = database_url()
     live, frozen = await new_merchant(url), await new_merchant(url)
@@ -248,7 +315,8 @@ async def main(total: int, every: int, n: int) -> None:
     async with sessions() as session:
         plan = await period_usages_plan(session, queries)
         data_directory = await session.scalar(text("SHOW data_directory"))
-    cpu = ServerCpu(postmaster_pid(Path(str(data_directory))))
+    postmaster = postmaster_pid(Path(str(data_directory)))
+    cpu = ServerCpu(postmaster)
     print(f"aggregation plan uses ix_meter_events_lookup: {'ix_meter_events_lookup' in plan}")
     print("\n".join(f"  {line}" for line in plan.splitlines()))
 
@@ -256,10 +324,14 @@ async def main(total: int, every: int, n: int) -> None:
         async with sessions() as session:
             return await period_usages(session, queries)
 
-    with accrue_api(url) as api:
+    with accrue_api(url, log_level=PRODUCTION_LOG_LEVEL) as api, ExitStack() as stack:
+        old_api = stack.enter_context(api_from(before, url)) if before is not None else None
         async with (
             httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {live.api_key}"}) as a,
             httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {frozen.api_key}"}) as b,
+            httpx.AsyncClient(
+                base_url=old_api or api, headers={"Authorization": f"Bearer {live.api_key}"}
+            ) as old,
         ):
 
             def listing(client: httpx.AsyncClient) -> Callable[[], Awaitable[object]]:
@@ -289,6 +361,16 @@ async def main(total: int, every: int, n: int) -> None:
                 results[name] = await timed(call, n, cpu)
                 p50, p95, p99, used = results[name]
                 print(f"{name:<52}{p50:>9.1f}{p95:>9.1f}{p99:>9.1f}{used:>9.1f}")
+            if before is not None:
+                old_body = (await listing(old)()).json()  # type: ignore[attr-defined]
+                same = old_body["data"] == body["data"]
+                print(f"\nlive page, code at {before} against this tree, alternating blocks of 10 requests")
+                print(f"same response body from both: {same}")
+                pair = await alternating(
+                    [(listing(old), ServerCpu(postmaster, before)), (listing(a), cpu)], n
+                )
+                for name, (p50, p95, p99, used) in zip(("before", "after (this tree)"), pair, strict=True):
+                    print(f"{name:<52}{p50:>9.1f}{p95:>9.1f}{p99:>9.1f}{used:>9.1f}")
             print(f"\nlive page p99 {results[scenarios[-1][0]][2]:.1f} ms (target: < 100 ms)")
             print("CPU ms: API process and PostgreSQL per request (the SQL row: PostgreSQL only)")
     await engine.dispose()
@@ -303,5 +385,9 @@ if __name__ == "__main__":
         "--every", type=int, default=1000, help="one event in this many is a page customer's (1000)"
     )
     parser.add_argument("--requests", type=int, default=300, help="timed requests per scenario (300)")
+    parser.add_argument(
+        "--before", type=Path, help="a checkout of earlier code to time the live page against (see above)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.every, args.requests))
+    before = args.before.resolve() if args.before is not None else None
+    asyncio.run(main(args.events, args.every, args.requests, before))
