@@ -1,5 +1,6 @@
-"""Replay: SubscriptionWorkflow must replay the histories it recorded earlier (tests/workflows/histories),
-so a change to the workflow that would break running subscriptions fails here, not in production.
+"""Replay: SubscriptionWorkflow and TestClockWorkflow must replay the histories they recorded earlier
+(tests/workflows/histories), so a change to a workflow that would break running ones fails here, not in
+production.
 
 Re-record after an intended, versioned change to the workflow (docs/operations.md, "Replay histories"):
 
@@ -19,7 +20,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.workflows.billing_harness import GRACE, Billing
+from workflows.ids import subscription_workflow_id
+from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.subscription import SubscriptionWorkflow
+from workflows.test_clock import TestClockWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
@@ -41,7 +45,7 @@ async def paid_two_periods(billing: Billing) -> str:
     await billing.advance(clock, FEB29 + GRACE)
     await billing.event(str(sub["customerId"]), "llm.tokens", FEB29 + timedelta(days=3), value=800)
     await billing.advance(clock, MAR31 + GRACE)
-    return str(sub["id"])
+    return subscription_workflow_id(str(sub["id"]))
 
 
 async def terminated(billing: Billing) -> str:
@@ -52,7 +56,7 @@ async def terminated(billing: Billing) -> str:
     await billing.post(f"/v0/subscriptions/{sub['id']}/termination", {"reason": "Recorded"}, 200)
     await billing.advance(clock, START + timedelta(days=10) + GRACE)
     await billing.handle(str(sub["id"])).result()
-    return str(sub["id"])
+    return subscription_workflow_id(str(sub["id"]))
 
 
 async def expired(billing: Billing) -> str:
@@ -60,7 +64,7 @@ async def expired(billing: Billing) -> str:
     await billing.pay(sub, succeed=False)
     await billing.advance(clock, START + timedelta(minutes=31))
     await billing.handle(str(sub["id"])).result()
-    return str(sub["id"])
+    return subscription_workflow_id(str(sub["id"]))
 
 
 async def thirteen_periods(billing: Billing) -> str:
@@ -70,7 +74,20 @@ async def thirteen_periods(billing: Billing) -> str:
     await billing.activate(sub)
     await billing.event(str(sub["customerId"]), "llm.tokens", START + timedelta(days=1), value=700)
     await billing.advance(clock, datetime(2029, 2, 28, tzinfo=UTC) + GRACE)
-    return str(sub["id"])
+    return subscription_workflow_id(str(sub["id"]))
+
+
+async def clock_advance(billing: Billing) -> str:
+    """The clock's own workflow: started by the first advance, driving two subscriptions across a period
+    close and its grace window in two advances."""
+    sub, clock = await quickstart(billing)
+    await billing.activate(sub)
+    plan = str(sub["planId"])
+    other = await billing.subscribe(plan, await billing.customer(), START, testClockId=clock)
+    await billing.activate(other)
+    await billing.advance(clock, FEB29)
+    await billing.advance(clock, FEB29 + GRACE)
+    return clock_workflow_id(clock)
 
 
 SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
@@ -78,17 +95,18 @@ SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
     "terminated": terminated,
     "expired": expired,
     "thirteen-periods": thirteen_periods,
+    "test-clock-advance": clock_advance,
 }
 MIN_RUNS = {"thirteen-periods": 2}
 
 
-async def run_chain(billing: Billing, subscription_id: str) -> list[WorkflowHistory]:
-    """Every run of the subscription's workflow, first to last (it continues as new each period)."""
+async def run_chain(billing: Billing, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of the workflow, first to last (a subscription's continues as new each period)."""
     client = billing.env.client
-    run_id = (await billing.handle(subscription_id).describe()).run_id
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
     chain = []
     while run_id:
-        handle = client.get_workflow_handle(f"subscription-{subscription_id}", run_id=run_id)
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         history = await handle.fetch_history()
         chain.append(history)
         started = history.events[0].workflow_execution_started_event_attributes
@@ -98,7 +116,9 @@ async def run_chain(billing: Billing, subscription_id: str) -> list[WorkflowHist
 
 async def replay(histories: list[WorkflowHistory]) -> None:
     """Fails on any nondeterminism (and on a workflow task that fails while replaying)."""
-    replayer = Replayer(workflows=[SubscriptionWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[SubscriptionWorkflow, TestClockWorkflow], data_converter=pydantic_data_converter
+    )
     for history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         if result.replay_failure is not None:
@@ -130,7 +150,7 @@ def recorded() -> list[Path]:
 
 
 def load(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(f"subscription-{path.stem}", path.read_text())
+    return WorkflowHistory.from_json(path.stem, path.read_text())
 
 
 def test_every_scenario_has_recorded_histories() -> None:
