@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,6 +15,9 @@ from api.problems import invalid, not_found
 from domain.money import MoneyFormatError, parse_decimal
 
 
+# A page repeats instants (every invoice of a period has its bounds) and isoformat costs microseconds each;
+# equal datetimes are the same instant (or both naive), so they format alike whatever their offset.
+@functools.lru_cache(maxsize=4096)
 def iso(value: datetime) -> str:
     """`2026-01-31T00:00:00.000Z`: aware UTC, milliseconds, Z."""
     if value.tzinfo is None:

@@ -197,15 +197,20 @@ def _decimal_text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def _query_row(i: int, query: UsageQuery) -> dict[str, Any]:
+def _query_row(i: int, query: UsageQuery, instants: dict[datetime, str]) -> dict[str, Any]:
+    """`instants` memoizes isoformat: the invoices of a page share their periods' bounds."""
+    if (start := instants.get(query.start)) is None:
+        start = instants[query.start] = query.start.isoformat()
+    if (end := instants.get(query.end)) is None:
+        end = instants[query.end] = query.end.isoformat()
     return {
         "i": i,
         "merchant_id": query.merchant_id,
         "environment": query.environment,
         "event_type": query.event_type,
         "subjects": list(query.subjects),
-        "start_at": query.start.isoformat(),
-        "end_at": query.end.isoformat(),
+        "start_at": start,
+        "end_at": end,
     } | _price_columns(query.aggregation, query.value_property, query.rule)
 
 
@@ -231,8 +236,9 @@ def _price_columns(aggregation: str, value_property: str | None, rule: RecordRul
 def _statement(queries: Sequence[UsageQuery]) -> tuple[str, dict[str, str]]:
     """The UNION ALL of one branch per shape among `queries`, and each branch's jsonb parameter."""
     shapes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    instants: dict[datetime, str] = {}
     for i, query in enumerate(queries):
-        row = _query_row(i, query)
+        row = _query_row(i, query, instants)
         shapes.setdefault((query.aggregation, _rule_kind(query.rule)), []).append(row)
     branches, params = [], {}
     for n, ((aggregation, rule), rows) in enumerate(sorted(shapes.items())):
