@@ -136,6 +136,18 @@ async def advance_test_clock(
     )
 
 
+async def end_test_clock_workflow(client: Client, test_clock_id: str) -> None:
+    """Tell a deleted clock's workflow to finish; a clock never advanced has none, and one already finished
+    is left as it is."""
+    try:
+        await client.get_workflow_handle(test_clock_workflow_id(test_clock_id)).signal(
+            TestClockWorkflow.clock_deleted
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+
+
 # ---- schedules -------------------------------------------------------------------------------------------
 
 

@@ -106,6 +106,7 @@ class TestClockWorkflow:
         self.current: datetime | None = request.current_time
         self.lock = asyncio.Lock()
         self.advances = 0
+        self.deleted = False
 
     @workflow.update
     async def advance(self, request: AdvanceClock) -> ClockAdvanceResult:
@@ -131,10 +132,17 @@ class TestClockWorkflow:
 
     @advance.validator
     def validate_advance(self, request: AdvanceClock) -> None:
+        if self.deleted:
+            raise ApplicationError(f"test clock {self.clock_id} was deleted", type="ClockDeleted")
         if self.current is not None and request.to > self.current and request.expected_from != self.current:
             raise ApplicationError(
                 f"the clock moved to {self.current.isoformat()} meanwhile", type="ClockMoved"
             )
+
+    @workflow.signal
+    def clock_deleted(self) -> None:
+        """The clock row is soft-deleted (DELETE /v0/testClocks/{id}): finish once any advance is done."""
+        self.deleted = True
 
     @workflow.query
     def current_time(self) -> datetime | None:
@@ -154,9 +162,16 @@ class TestClockWorkflow:
             self.current = reading.current_time
         workflow.set_current_details(f"ready at {self.current.isoformat()}")
         await workflow.wait_condition(
-            lambda: self.advances >= ADVANCES_PER_RUN or workflow.info().is_continue_as_new_suggested()
+            lambda: (
+                self.deleted
+                or self.advances >= ADVANCES_PER_RUN
+                or workflow.info().is_continue_as_new_suggested()
+            )
         )
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self.lock.locked())
+        if self.deleted:
+            workflow.set_current_details("test clock deleted")
+            return
         workflow.continue_as_new(TestClockInput(test_clock_id=self.clock_id, current_time=self.current))
 
     async def _record(self, at: datetime, *, advancing: bool) -> None:

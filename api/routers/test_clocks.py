@@ -6,6 +6,7 @@ and GET shows `advanceStatus` until the advance is done."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from domain.ids import new_id
 from workflows import client as workflow_client
 
 router = APIRouter(prefix="/v0/testClocks", tags=["test clocks"])
+log = logging.getLogger(__name__)
 
 # Paygentic's buffer for clock drift and network delay between the caller and the server.
 MAX_PAST = timedelta(hours=1)
@@ -159,7 +161,7 @@ def target_time(current: datetime, body: TestClockAdvance) -> tuple[datetime, st
 
 
 @router.delete("/{id}", response_model=TestClockOut)
-async def delete_test_clock(id: str, ctx: Sandbox) -> TestClockOut:
+async def delete_test_clock(id: str, request: Request, ctx: Sandbox) -> TestClockOut:
     """Soft delete; deleting a deleted clock returns it unchanged."""
     row = await locked(ctx, id)
     if row.deleted_at is None:
@@ -187,4 +189,15 @@ async def delete_test_clock(id: str, ctx: Sandbox) -> TestClockOut:
         row.deleted_at = datetime.now(UTC)
         await ctx.session.commit()
         await ctx.session.refresh(row)
+    # Also on a repeated delete, so one that could not reach Temporal the first time ends the workflow now.
+    await end_clock_workflow(request.app, id)
     return TestClockOut.of(row)
+
+
+async def end_clock_workflow(app: FastAPI, clock_id: str) -> None:
+    """The deleted clock's idle workflow finishes. Best effort: the deletion is what the caller asked for and
+    is done; a workflow left idle (Temporal unreachable) costs nothing and a repeated DELETE ends it."""
+    try:
+        await workflow_client.end_test_clock_workflow(await temporal_client(app), clock_id)
+    except (RPCError, RuntimeError, OSError) as exc:
+        log.warning("test clock %s is deleted but its workflow was not told to finish: %s", clock_id, exc)

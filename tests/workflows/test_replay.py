@@ -90,12 +90,22 @@ async def clock_advance(billing: Billing) -> str:
     return clock_workflow_id(clock)
 
 
+async def clock_deleted(billing: Billing) -> str:
+    """The clock's workflow advanced once, then told of the clock's deletion, which ends it."""
+    clock = await billing.clock(START)
+    await billing.advance(clock, FEB29)
+    assert (await billing.http.delete(f"/v0/testClocks/{clock}")).status_code == 200
+    await billing.env.client.get_workflow_handle(clock_workflow_id(clock)).result()
+    return clock_workflow_id(clock)
+
+
 SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
     "paid-two-periods": paid_two_periods,
     "terminated": terminated,
     "expired": expired,
     "thirteen-periods": thirteen_periods,
     "test-clock-advance": clock_advance,
+    "test-clock-deleted": clock_deleted,
 }
 MIN_RUNS = {"thirteen-periods": 2}
 

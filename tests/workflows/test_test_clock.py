@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import func, select
 from temporalio import workflow
+from temporalio.client import WorkflowExecutionStatus
 
 from activities import test_clock as clock_activities
 from db.models import Invoice, MeterEvent
@@ -20,6 +21,7 @@ from domain.ids import new_id
 from tests.workflows.billing_harness import GRACE, Billing, eventually
 from tests.workflows.test_subscriptions_api import metered_plan
 from workflows.ids import subscription_workflow_id
+from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.subscription import CONTINUE_AS_NEW_PERIODS, SubscriptionWorkflow
 from workflows.test_clock import ADVANCE_CLOCK
 
@@ -165,3 +167,25 @@ async def test_an_invoice_no_retry_can_calculate_is_failed_and_billing_goes_on(b
     await asyncio.wait_for(billing.advance(clock, datetime(2026, 3, 31, tzinfo=UTC) + GRACE), 60)
     issued = (await billing.invoices(sub["id"]))[2]
     assert (issued.status, issued.grand_total) == ("ISSUED", Decimal("1.00"))
+
+
+async def test_deleting_a_clock_ends_its_idle_workflow(billing: Billing) -> None:
+    clock = await billing.clock(JAN31)
+    await billing.advance(clock, FEB28)  # starts the clock's workflow, which then idles
+    handle = billing.env.client.get_workflow_handle(clock_workflow_id(clock))
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+    deleted = await billing.http.delete(f"/v0/testClocks/{clock}")
+    assert deleted.status_code == 200 and deleted.json()["deletedAt"], deleted.text
+    await asyncio.wait_for(handle.result(), 30)
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        async for e in handle.fetch_history_events()
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == ["clock_deleted"]
+    # Deleting again, and deleting a clock never advanced (it has no workflow), are plain 200s.
+    again = await billing.http.delete(f"/v0/testClocks/{clock}")
+    assert again.status_code == 200 and again.json()["deletedAt"] == deleted.json()["deletedAt"]
+    never_advanced = await billing.clock(JAN31)
+    assert (await billing.http.delete(f"/v0/testClocks/{never_advanced}")).status_code == 200
