@@ -49,7 +49,7 @@ class TestClockActivities(TestClockActivityDefs):
                 raise ApplicationError(
                     f"test clock {request.test_clock_id} not found", type="NotFound", non_retryable=True
                 )
-            return ClockReading(current_time=clock.current_time)
+            return ClockReading(current_time=clock.current_time, deleted=clock.deleted_at is not None)
 
     @activity.defn
     async def record_clock_time(self, request: RecordClockTime) -> None:

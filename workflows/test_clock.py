@@ -54,6 +54,8 @@ class LoadClock(BaseModel):
 
 class ClockReading(BaseModel):
     current_time: datetime
+    # A DELETE that committed between a PATCH's check and its update-with-start starting this workflow.
+    deleted: bool = False
 
 
 class RecordClockTime(BaseModel):
@@ -111,6 +113,8 @@ class TestClockWorkflow:
     @workflow.update
     async def advance(self, request: AdvanceClock) -> ClockAdvanceResult:
         await workflow.wait_condition(lambda: self.current is not None)
+        if self.deleted:
+            raise self._deleted()
         async with self.lock:
             assert self.current is not None
             if request.to < self.current:
@@ -133,7 +137,7 @@ class TestClockWorkflow:
     @advance.validator
     def validate_advance(self, request: AdvanceClock) -> None:
         if self.deleted:
-            raise ApplicationError(f"test clock {self.clock_id} was deleted", type="ClockDeleted")
+            raise self._deleted()
         if self.current is not None and request.to > self.current and request.expected_from != self.current:
             raise ApplicationError(
                 f"the clock moved to {self.current.isoformat()} meanwhile", type="ClockMoved"
@@ -160,6 +164,7 @@ class TestClockWorkflow:
                 summary="load clock",
             )
             self.current = reading.current_time
+            self.deleted = self.deleted or reading.deleted
         workflow.set_current_details(f"ready at {self.current.isoformat()}")
         await workflow.wait_condition(
             lambda: (
@@ -173,6 +178,9 @@ class TestClockWorkflow:
             workflow.set_current_details("test clock deleted")
             return
         workflow.continue_as_new(TestClockInput(test_clock_id=self.clock_id, current_time=self.current))
+
+    def _deleted(self) -> ApplicationError:
+        return ApplicationError(f"test clock {self.clock_id} was deleted", type="ClockDeleted")
 
     async def _record(self, at: datetime, *, advancing: bool) -> None:
         await workflow.execute_activity_method(

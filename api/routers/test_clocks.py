@@ -124,6 +124,8 @@ async def advance_test_clock(id: str, body: TestClockAdvance, request: Request, 
             raise conflict(
                 f"test clock {id} was advanced by another request meanwhile; read it and retry"
             ) from None
+        if isinstance(exc.cause, ApplicationError) and exc.cause.type == "ClockDeleted":
+            raise conflict(f"test clock {id} was deleted meanwhile and can no longer be advanced") from None
         raise ApiError(503, f"The clock's workflow could not advance it ({exc.cause}); retry") from None
     # wait_for cancels the pending update, which raises RPCTimeoutOrCancelledError instead of TimeoutError.
     except (RPCTimeoutOrCancelledError, TimeoutError):

@@ -12,14 +12,16 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import func, select
 from temporalio import workflow
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from activities import test_clock as clock_activities
-from db.models import Invoice, MeterEvent
+from db.models import Invoice, MeterEvent, TestClock
 from db.session import session_factory
 from domain.ids import new_id
 from tests.workflows.billing_harness import GRACE, Billing, eventually
 from tests.workflows.test_subscriptions_api import metered_plan
+from workflows.client import advance_test_clock
 from workflows.ids import subscription_workflow_id
 from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.subscription import CONTINUE_AS_NEW_PERIODS, SubscriptionWorkflow
@@ -189,3 +191,19 @@ async def test_deleting_a_clock_ends_its_idle_workflow(billing: Billing) -> None
     assert again.status_code == 200 and again.json()["deletedAt"] == deleted.json()["deletedAt"]
     never_advanced = await billing.clock(JAN31)
     assert (await billing.http.delete(f"/v0/testClocks/{never_advanced}")).status_code == 200
+
+
+async def test_an_advance_that_starts_the_workflow_of_a_deleted_clock_is_refused(billing: Billing) -> None:
+    """A DELETE that commits between a PATCH's check and its update-with-start: the fresh workflow reads the
+    deletion, refuses the advance, leaves the row as it is and ends."""
+    clock = await billing.clock(JAN31)
+    async with session_factory(billing.engine)() as session:
+        row = await session.get_one(TestClock, clock)
+        row.deleted_at = JAN31
+        await session.commit()
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await advance_test_clock(billing.env.client, billing.task_queue, clock, JAN31, FEB28)
+    assert isinstance(refused.value.cause, ApplicationError) and refused.value.cause.type == "ClockDeleted"
+    await asyncio.wait_for(billing.env.client.get_workflow_handle(clock_workflow_id(clock)).result(), 30)
+    async with session_factory(billing.engine)() as session:
+        assert (await session.get_one(TestClock, clock)).current_time == JAN31
