@@ -6,7 +6,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, Json, Tenant, Timestamps
@@ -344,17 +355,124 @@ class PaymentSession(Base, Tenant):
 
 
 class OutboxEvent(Base):
-    """Webhook events, written in the same transaction as the state change they report (D18)."""
+    """Webhook events, written in the same transaction as the state change they report (D18).
+
+    A trigger NOTIFYs `accrue_outbox` on insert, so the relay hears of a row when (and only if) its
+    transaction commits. `seq` is the order the relay follows: rows about one resource are written under
+    that resource's row lock, so their seq order is the order the changes happened."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (
-        Index("ix_outbox_undelivered", "created_at", postgresql_where=text("delivered_at is null")),
-    )
+    __table_args__ = (Index("ix_outbox_unrelayed", "seq", postgresql_where=text("relayed_at is null")),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
     merchant_id: Mapped[str] = mapped_column(String(64), index=True)
     environment: Mapped[str] = mapped_column(String(8))
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    delivered_at: Mapped[datetime | None]
+    relayed_at: Mapped[datetime | None]
+
+
+class WebhookApp(Base, Timestamps):
+    """A merchant's webhooks in one environment (0.6.3's `Webhooks`; Svix calls it an application)."""
+
+    __tablename__ = "webhook_apps"
+    __table_args__ = (UniqueConstraint("merchant_id", "environment", name="uq_webhook_apps_merchant"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # app_…, the applicationId
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(8))
+    enabled: Mapped[bool]
+
+
+class WebhookEndpoint(Base, Tenant):
+    """Where a merchant's messages go. Secrets are sealed (integrations/secret_box.py), never stored plain."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint("disabled_reason in ('manual', 'failing')", name="disabled_reason"),
+        CheckConstraint("rate_limit is null or rate_limit > 0", name="rate_limit"),
+    )
+
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    filter_types: Mapped[list[str] | None] = mapped_column(Json)  # None: every event type
+    disabled: Mapped[bool] = mapped_column(default=False)
+    disabled_reason: Mapped[str | None] = mapped_column(String(16))  # manual | failing (5 days of failures)
+    rate_limit: Mapped[int | None]  # messages per second
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)  # still signs until previous_secret_expires_at
+    previous_secret_expires_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]  # first failed attempt since the last success
+    deleted_at: Mapped[datetime | None]
+
+
+class WebhookMessage(Base):
+    """One event as sent: the D18 envelope. Its id (msg_…, the svix-id) is the outbox row's it came from."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (Index("ix_webhook_messages_merchant", "merchant_id", "environment", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(8))
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)  # evt_…, the envelope's eventId
+    resource_key: Mapped[str] = mapped_column(Text)  # e.g. subscription:sub_…; ordering is per resource
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)  # {eventType, eventId, timestamp, data}
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookDelivery(Base, Timestamps):
+    """One message to one endpoint. `id` is the delivery order: a message about a resource waits for the
+    endpoint's earlier undelivered messages about the same resource."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_webhook_deliveries_message"),
+        CheckConstraint("status in ('pending', 'delivered', 'failed', 'skipped')", name="status"),
+        Index(
+            "ix_webhook_deliveries_pending",
+            "endpoint_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    resource_key: Mapped[str] = mapped_column(Text)
+    # pending: due at next_attempt_at; skipped: the endpoint or the merchant's webhooks were disabled when
+    # the message was relayed (recover sends it); failed: every attempt of the schedule failed.
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)  # all attempts ever, numbering webhook_attempts
+    round_attempts: Mapped[int] = mapped_column(default=0)  # attempts since the schedule (re)started
+    next_attempt_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """Every delivery attempt, kept for the message log (D18). (delivery_id, attempt) is unique, so a
+    retried activity records an attempt once."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "attempt", name="uq_webhook_attempts_delivery"),
+        Index("ix_webhook_attempts_endpoint", "endpoint_id", "created_at"),
+        Index("ix_webhook_attempts_message", "message_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # atmpt_…
+    delivery_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("webhook_deliveries.id"))
+    message_id: Mapped[str] = mapped_column(String(64))
+    endpoint_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int]
+    trigger: Mapped[str] = mapped_column(String(16))  # scheduled | manual (resend, recover)
+    succeeded: Mapped[bool]
+    status_code: Mapped[int | None]  # None: no HTTP response (timeout, refused, address not allowed)
+    response: Mapped[str] = mapped_column(Text, default="")  # the first KiB of the body, or the error
+    duration_ms: Mapped[int]
+    created_at: Mapped[datetime]  # when it was made, in the endpoint workflow's time
+    next_attempt_at: Mapped[datetime | None]  # None: delivered, or the schedule is exhausted

@@ -28,9 +28,13 @@ PREFIXES = {
     "usage_event": "usg",
     "test_clock": "tc",
     "payment_session": "ps",
-    "outbox_event": "msg",
+    "outbox_event": "msg",  # also the webhook message (svix-id) relayed from it
+    "webhook_app": "app",
+    "webhook_endpoint": "ep",
+    "webhook_attempt": "atmpt",
     "source": "src",
     "source_event": "sev",
+    "source_installation": "sin",
 }
 # Paygentic's spec pins test clock ids to exactly 16 characters after the prefix.
 LENGTHS = {"tc": 16}

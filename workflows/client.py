@@ -11,6 +11,7 @@ run of it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +41,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search_attributes as sa
-from workflows.ids import subscription_workflow_id, test_clock_workflow_id
+from workflows.ids import subscription_workflow_id, test_clock_workflow_id, webhook_endpoint_workflow_id
 from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import (
@@ -51,6 +52,8 @@ from workflows.subscription_messages import (
     SubscriptionInput,
 )
 from workflows.test_clock import AdvanceClock, ClockAdvanceResult, TestClockInput, TestClockWorkflow
+from workflows.webhook_endpoint import WebhookEndpointWorkflow
+from workflows.webhook_messages import EndpointInput, EndpointRef, Wake
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
@@ -111,6 +114,29 @@ async def send_payment_declined(
     client: Client, task_queue: str, subscription_id: str, message: PaymentDeclined
 ) -> None:
     await start_subscription_workflow(client, task_queue, subscription_id, "payment_declined", message)
+
+
+# ---- webhooks --------------------------------------------------------------------------------------------
+
+
+async def wake_webhook_endpoints(
+    client: Client, task_queue: str, endpoints: Sequence[EndpointRef], reason: str
+) -> None:
+    """Signal-with-start each endpoint's workflow: it looks at its pending deliveries now. Concurrent."""
+
+    async def wake(endpoint: EndpointRef) -> None:
+        await client.start_workflow(
+            WebhookEndpointWorkflow.run,
+            EndpointInput(endpoint=endpoint),
+            id=webhook_endpoint_workflow_id(endpoint.endpoint_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="wake",
+            start_signal_args=[Wake(reason=reason)],
+            search_attributes=TypedSearchAttributes([sa.MERCHANT_ID.value_set(endpoint.merchant_id)]),
+        )
+
+    await asyncio.gather(*(wake(e) for e in endpoints))
 
 
 # ---- test clocks -----------------------------------------------------------------------------------------

@@ -9,3 +9,10 @@ def subscription_workflow_id(subscription_id: str) -> str:
 
 def test_clock_workflow_id(test_clock_id: str) -> str:
     return f"test-clock-{test_clock_id}"
+
+
+def webhook_endpoint_workflow_id(endpoint_id: str) -> str:
+    return f"webhook-endpoint-{endpoint_id}"
+
+
+WEBHOOK_RELAY_WORKFLOW_ID = "webhook-relay"
