@@ -1,7 +1,7 @@
 """The outbox: webhook events recorded in the same transaction as the state change they report.
 
-The payload is a snapshot of the changed resource's identifying fields and new state; the webhook delivery
-(a later issue) renders the full API representation into the D18 envelope when it sends.
+The payload is the changed resource's API representation as the transaction leaves it (activities/rendering.py);
+the relay (activities/webhook_relay.py) wraps it in the D18 envelope as a webhook message.
 """
 
 from __future__ import annotations
@@ -11,18 +11,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import OutboxEvent
+from domain import webhook_events
 from domain.ids import new_id
 
-EVENT_TYPES = frozenset(
-    {
-        "subscription.created.v0",
-        "subscription.updated.v0",
-        "subscription.cancelled.v0",
-        "invoice.issued.v0",
-        "invoice.paid.v0",
-        "invoice.cancelled.v0",
-    }
-)
+EVENT_TYPES = frozenset(webhook_events.EVENT_TYPES)
 
 
 def record(
