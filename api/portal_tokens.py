@@ -1,9 +1,11 @@
-"""Customer portal links: a signed, expiring claim on one subscription (D20).
+"""Portal links: signed, expiring claims (D20). A customer portal link claims one subscription; a webhook
+portal link claims one merchant's webhook endpoints in one environment.
 
 A token is `<payload>.<signature>`, both base64url without padding: the payload is compact JSON
-`{"sub", "mer", "env", "exp"}` (subscription, merchant, environment, expiry in Unix seconds) and the
-signature is HMAC-SHA256 over a version prefix and the encoded payload. Nothing is stored: the key is the
-only secret, so rotating `ACCRUE_SECRET_KEY` revokes every link.
+(customer portal `{"sub", "mer", "env", "exp"}`, webhook portal `{"mer", "env", "exp"}`: subscription,
+merchant, environment, expiry in Unix seconds) and the signature is HMAC-SHA256 over a prefix naming the
+kind of link and its version, then the encoded payload. Nothing is stored: the key is the only secret, so
+rotating `ACCRUE_SECRET_KEY` revokes every link.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from settings import Settings
 
 log = logging.getLogger("accrue.api")
 
-# Domain separation: a signature for anything else Accrue may sign with the same key never verifies here.
+# Domain separation: a signature for anything else Accrue signs with the same key never verifies as another
+# kind of link (a customer portal token never opens the webhook portal, nor the other way round).
 _PREFIX = b"accrue-portal-v1."
+_WEBHOOKS_PREFIX = b"accrue-webhooks-portal-v1."
+# A webhook portal link can reveal signing secrets and change endpoints: it lives an hour, long enough to
+# set up an endpoint and watch a test event arrive, short enough that a leaked link soon stops working.
+WEBHOOKS_PORTAL_LIFETIME = timedelta(hours=1)
 # Without a configured key, links stay valid for this process's lifetime only (dev and tests).
 _PROCESS_KEY = secrets.token_bytes(32)
 _warned = False
@@ -40,6 +47,13 @@ class TokenExpired(Exception):
 @dataclass(frozen=True)
 class PortalClaim:
     subscription_id: str
+    merchant_id: str
+    environment: str
+    expires_at: datetime  # whole seconds, UTC
+
+
+@dataclass(frozen=True)
+class WebhooksPortalClaim:
     merchant_id: str
     environment: str
     expires_at: datetime  # whole seconds, UTC
@@ -67,23 +81,17 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
-def _signature(payload: str, key: bytes) -> bytes:
-    return hmac.new(key, _PREFIX + payload.encode("ascii"), hashlib.sha256).digest()
+def _signature(payload: str, key: bytes, prefix: bytes = _PREFIX) -> bytes:
+    return hmac.new(key, prefix + payload.encode("ascii"), hashlib.sha256).digest()
 
 
-def issue(claim: PortalClaim, key: bytes) -> str:
-    body = {
-        "sub": claim.subscription_id,
-        "mer": claim.merchant_id,
-        "env": claim.environment,
-        "exp": int(claim.expires_at.timestamp()),
-    }
+def _seal(body: dict[str, object], key: bytes, prefix: bytes) -> str:
     payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-    return f"{payload}.{_b64(_signature(payload, key))}"
+    return f"{payload}.{_b64(_signature(payload, key, prefix))}"
 
 
-def verify(token: str, key: bytes, now: datetime) -> PortalClaim:
-    """The claim of a token this deployment signed; TokenInvalid or TokenExpired otherwise."""
+def _open(token: str, key: bytes, prefix: bytes) -> dict[str, object]:
+    """The payload of a token signed with this key under this prefix; TokenInvalid otherwise."""
     payload, dot, signature = token.partition(".")
     if not dot or not payload.isascii() or not signature.isascii():
         raise TokenInvalid
@@ -91,20 +99,69 @@ def verify(token: str, key: bytes, now: datetime) -> PortalClaim:
         given = _unb64(signature)
     except (ValueError, binascii.Error):
         raise TokenInvalid from None
-    if not hmac.compare_digest(given, _signature(payload, key)):
+    if not hmac.compare_digest(given, _signature(payload, key, prefix)):
         raise TokenInvalid
     # Only signed payloads get parsed.
     try:
         body = json.loads(_unb64(payload))
+    except (ValueError, binascii.Error):
+        raise TokenInvalid from None
+    if not isinstance(body, dict):
+        raise TokenInvalid
+    return body
+
+
+def _expiry(value: object) -> datetime:
+    return datetime.fromtimestamp(_seconds(value), UTC)
+
+
+def issue(claim: PortalClaim, key: bytes) -> str:
+    body: dict[str, object] = {
+        "sub": claim.subscription_id,
+        "mer": claim.merchant_id,
+        "env": claim.environment,
+        "exp": int(claim.expires_at.timestamp()),
+    }
+    return _seal(body, key, _PREFIX)
+
+
+def verify(token: str, key: bytes, now: datetime) -> PortalClaim:
+    """The claim of a token this deployment signed; TokenInvalid or TokenExpired otherwise."""
+    body = _open(token, key, _PREFIX)
+    try:
         claim = PortalClaim(
             subscription_id=_text(body["sub"]),
             merchant_id=_text(body["mer"]),
             environment=_text(body["env"]),
-            expires_at=datetime.fromtimestamp(_seconds(body["exp"]), UTC),
+            expires_at=_expiry(body["exp"]),
         )
-    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise TokenInvalid from None
     if now >= claim.expires_at:
+        raise TokenExpired
+    return claim
+
+
+def issue_webhooks_portal(merchant_id: str, environment: str, expires_at: datetime, key: bytes) -> str:
+    """A webhook portal link's token: the merchant's endpoints in that environment, until expires_at
+    (whole seconds; a fraction is dropped, so give a rounded-up instant)."""
+    body: dict[str, object] = {"mer": merchant_id, "env": environment, "exp": int(expires_at.timestamp())}
+    return _seal(body, key, _WEBHOOKS_PREFIX)
+
+
+def verify_webhooks_portal(token: str, key: bytes, now: datetime | None = None) -> WebhooksPortalClaim:
+    """The claim of a webhook portal token this deployment signed, checked against now (wall-clock time
+    unless given); TokenInvalid or TokenExpired otherwise."""
+    body = _open(token, key, _WEBHOOKS_PREFIX)
+    try:
+        claim = WebhooksPortalClaim(
+            merchant_id=_text(body["mer"]),
+            environment=_text(body["env"]),
+            expires_at=_expiry(body["exp"]),
+        )
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise TokenInvalid from None
+    if (now or datetime.now(UTC)) >= claim.expires_at:
         raise TokenExpired
     return claim
 
