@@ -41,7 +41,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search_attributes as sa
-from workflows.ids import subscription_workflow_id, test_clock_workflow_id, webhook_endpoint_workflow_id
+from workflows.ids import (
+    WEBHOOK_RELAY_WORKFLOW_ID,
+    subscription_workflow_id,
+    test_clock_workflow_id,
+    webhook_endpoint_workflow_id,
+)
 from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import (
@@ -54,6 +59,7 @@ from workflows.subscription_messages import (
 from workflows.test_clock import AdvanceClock, ClockAdvanceResult, TestClockInput, TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
 from workflows.webhook_messages import EndpointInput, EndpointRef, Wake
+from workflows.webhook_relay import RelayInput, WebhookRelayWorkflow
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
@@ -137,6 +143,17 @@ async def wake_webhook_endpoints(
         )
 
     await asyncio.gather(*(wake(e) for e in endpoints))
+
+
+async def ensure_webhook_relay(client: Client, task_queue: str, relay: RelayInput | None = None) -> None:
+    """Start the deployment's one outbox relay unless it runs (every worker calls this at start)."""
+    await client.start_workflow(
+        WebhookRelayWorkflow.run,
+        relay or RelayInput(),
+        id=WEBHOOK_RELAY_WORKFLOW_ID,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
 
 
 # ---- test clocks -----------------------------------------------------------------------------------------
