@@ -35,6 +35,7 @@ from api.routers import (
     subscriptions,
     test_clocks,
     users,
+    webhooks,
 )
 from db.session import create_engine, session_factory
 from settings import Settings
@@ -56,6 +57,7 @@ ROUTERS = [
     invoices.router,
     test_clocks.router,
     payments.router,
+    webhooks.router,
     # HTML pages for payers and customers (no API key): hosted checkout and the portal.
     payments.page_router,
     portal.page_router,

@@ -134,7 +134,7 @@ async def live_endpoints(session: AsyncSession, owner: Owner) -> list[WebhookEnd
     return list(await session.scalars(_endpoints(owner).order_by(WebhookEndpoint.id)))
 
 
-def _app_query(owner: Owner) -> Select[tuple[WebhookApp]]:
+def _app_query(owner: Owner) -> Select[WebhookApp]:
     return select(WebhookApp).where(
         WebhookApp.merchant_id == owner.merchant_id, WebhookApp.environment == owner.environment
     )
@@ -143,7 +143,7 @@ def _app_query(owner: Owner) -> Select[tuple[WebhookApp]]:
 # ---- endpoints -------------------------------------------------------------------------------------------
 
 
-def _endpoints(owner: Owner) -> Select[tuple[WebhookEndpoint]]:
+def _endpoints(owner: Owner) -> Select[WebhookEndpoint]:
     return select(WebhookEndpoint).where(
         WebhookEndpoint.merchant_id == owner.merchant_id,
         WebhookEndpoint.environment == owner.environment,
@@ -255,7 +255,7 @@ async def rotate_secret(
 # ---- messages and attempts -------------------------------------------------------------------------------
 
 
-def _messages(owner: Owner) -> Select[tuple[WebhookMessage]]:
+def _messages(owner: Owner) -> Select[WebhookMessage]:
     return select(WebhookMessage).where(
         WebhookMessage.merchant_id == owner.merchant_id, WebhookMessage.environment == owner.environment
     )

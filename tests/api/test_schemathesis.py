@@ -29,7 +29,11 @@ from schemathesis.checks import (
 from schemathesis.core.failures import ServerError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from activities.webhook_relay import relay_pending
+from db import outbox, webhooks
 from db.merchants import NewMerchant
+from integrations.secret_box import SecretBox
+from integrations.webhook_signing import new_secret
 from tests.factories import Factory
 
 EXAMPLES = 25
@@ -59,6 +63,8 @@ RESOURCES = {
     "/v0/testClocks/": "testClockId",
     "/v0/subscriptions/": "subscriptionId",
     "/v2/invoices/": "invoiceId",
+    "/v0/webhooks/endpoints/": "webhookEndpointId",
+    "/v0/webhooks/messages/": "webhookMessageId",
 }
 
 
@@ -78,7 +84,23 @@ async def _seed(factory: Factory) -> dict[str, str]:
         "testClockId": clock.id,
         "subscriptionId": subscription.id,
         "invoiceId": (await factory.invoice(subscription)).id,
+        **(await _seed_webhooks(factory)),
     }
+
+
+async def _seed_webhooks(factory: Factory) -> dict[str, str]:
+    """Webhooks enabled, one endpoint, and one message relayed to it (with its delivery)."""
+    owner = webhooks.Owner(factory.merchant.merchant_id, factory.merchant.environment)
+    async with factory.sessions() as session:
+        await webhooks.enable_app(session, owner)
+        spec = webhooks.EndpointSpec(url="https://receiver.example.com/hooks")
+        endpoint = await webhooks.create_endpoint(session, owner, SecretBox(""), spec, new_secret())
+        event = outbox.record(
+            session, owner.merchant_id, owner.environment, "invoice.paid.v0", {"id": "inv_seed"}
+        )
+        await session.commit()
+    await relay_pending(factory.sessions)
+    return {"webhookEndpointId": endpoint.id, "webhookMessageId": event.id, "endpointId": endpoint.id}
 
 
 def _point_at_seeds(case: Case, seeds: dict[str, str]) -> None:
