@@ -112,9 +112,11 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         self.grace = grace_period
         self.base_url = base_url  # the API's, for the links in rendered payloads
 
-    async def _record_subscription(self, session: AsyncSession, sub: Subscription, event_type: str) -> None:
+    async def _record_subscription(self, session: AsyncSession, sub: Subscription, *event_types: str) -> None:
+        """One rendering for every event the change makes (activation is both updated and activated)."""
         data = await subscription_data(session, sub, self.base_url)
-        outbox.record(session, sub.merchant_id, sub.environment, event_type, data)
+        for event_type in event_types:
+            outbox.record(session, sub.merchant_id, sub.environment, event_type, data)
 
     async def _record_invoice(
         self, session: AsyncSession, sub: Subscription, event_type: str, invoice: Invoice
@@ -273,7 +275,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             open_checkout(session, sub, invoice0, now + timedelta(minutes=sub.session_expiry_minutes))
             await self._record_invoice(session, sub, "invoice.issued.v0", invoice0)
         # Rendered last, so it says what the create answers: Invoice 0's payment, the activation.
-        await self._record_subscription(session, sub, "subscription.created.v0")
+        activated = ("subscription.activated.v0",) if sub.status == "active" else ()
+        await self._record_subscription(session, sub, "subscription.created.v0", *activated)
         return invoice0
 
     @activity.defn
@@ -460,7 +463,9 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             if activated:
                 _set_status(sub, "active")
                 sub.activated_at = request.at
-                await self._record_subscription(session, sub, "subscription.updated.v0")
+                await self._record_subscription(
+                    session, sub, "subscription.updated.v0", "subscription.activated.v0"
+                )
             await session.commit()
             return PaymentOutcome(applied=True, activated=activated)
 

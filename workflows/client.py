@@ -131,6 +131,7 @@ async def wake_webhook_endpoints(
     """Signal-with-start each endpoint's workflow: it looks at its pending deliveries now. Concurrent."""
 
     async def wake(endpoint: EndpointRef) -> None:
+        merchant = SearchAttributePair(sa.MERCHANT_ID, endpoint.merchant_id)
         await client.start_workflow(
             WebhookEndpointWorkflow.run,
             EndpointInput(endpoint=endpoint),
@@ -139,7 +140,7 @@ async def wake_webhook_endpoints(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="wake",
             start_signal_args=[Wake(reason=reason)],
-            search_attributes=TypedSearchAttributes([sa.MERCHANT_ID.value_set(endpoint.merchant_id)]),
+            search_attributes=TypedSearchAttributes([merchant]),
         )
 
     await asyncio.gather(*(wake(e) for e in endpoints))

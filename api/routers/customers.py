@@ -29,6 +29,7 @@ from api.schemas.customers import (
     store_rates,
 )
 from api.wire import ListResponse, changes, contains, list_envelope
+from db import outbox
 from db.models import Customer, Organization, Subscription
 from domain.ids import new_id
 
@@ -69,15 +70,15 @@ async def create_customer(body: CustomerCreate, ctx: Context, response: Response
         )
         # The existing link wins a race or a retry; a clash on externalId still raises.
         .on_conflict_do_nothing(constraint="uq_customers_consumer")
-        .returning(Customer.id)
+        .returning(Customer)
     )
     try:
-        customer_id = await ctx.session.scalar(stmt)
+        customer = await ctx.session.scalar(stmt)
     except IntegrityError:
         await ctx.session.rollback()
         raise external_id_taken(body.external_id) from None
 
-    if customer_id is None:
+    if customer is None:
         existing = await ctx.session.scalar(
             select(Customer.id).where(
                 Customer.merchant_id == ctx.caller.merchant_id,
@@ -98,8 +99,11 @@ async def create_customer(body: CustomerCreate, ctx: Context, response: Response
         address = body.consumer.address.stored()
         consumer.address = address
         consumer.phone = body.consumer.phone
+    # Only a real create reports it (a replay returned above); it commits, or rolls back, with the row.
+    data = CustomerOut.of(customer, consumer).model_dump(mode="json", by_alias=True)
+    outbox.record(ctx.session, ctx.caller.merchant_id, ctx.caller.environment, "customer.created.v0", data)
     await ctx.session.commit()
-    return CreateCustomerOut(customer_id=customer_id, valid_tax_address=ValidTaxAddress.of(address))
+    return CreateCustomerOut(customer_id=customer.id, valid_tax_address=ValidTaxAddress.of(address))
 
 
 @router.get("", response_model=ListResponse[CustomerOut])
