@@ -35,6 +35,7 @@ from api.routers import (
     subscriptions,
     test_clocks,
     users,
+    webhook_portal,
     webhooks,
 )
 from db.session import create_engine, session_factory
@@ -58,9 +59,11 @@ ROUTERS = [
     test_clocks.router,
     payments.router,
     webhooks.router,
-    # HTML pages for payers and customers (no API key): hosted checkout and the portal.
+    # HTML pages for payers, customers and merchants (no API key): hosted checkout, the customer portal and
+    # the webhook portal.
     payments.page_router,
     portal.page_router,
+    webhook_portal.page_router,
 ]
 
 
