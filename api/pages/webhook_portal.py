@@ -18,6 +18,7 @@ from domain.webhook_events import EventType
 _CSP_EXTRA = "; form-action 'self'; frame-ancestors 'none'"
 
 _STYLE = """
+main{max-width:64rem}
 label{display:block;font-weight:600;margin:.9rem 0 .3rem}
 input[type=text],input[type=url],input[type=number],select{font:inherit;width:100%;padding:.5rem .6rem;
  border:1px solid #c9ced8;border-radius:6px;background:#fff}
@@ -32,6 +33,9 @@ legend{font-weight:600;padding:0 .3rem}
 .row-actions form{margin:0}
 pre{background:#f0f2f5;border-radius:6px;padding:.75rem;overflow:auto;font-size:.85rem;max-height:24rem}
 td code.excerpt{white-space:pre-wrap;word-break:break-all}
+.scroll{overflow-x:auto}
+.small-id{font-size:.8rem}
+h2.spaced{margin-top:1.25rem}
 .status-delivered,.status-enabled{background:#dff3e6;color:#17633a}
 .status-pending{background:#fff1d6;color:#8a5300}
 .status-failed,.status-disabled{background:#f2e3e3;color:#8c1d18}
@@ -222,10 +226,10 @@ def _endpoints_card(portal: Portal, endpoints: Sequence[WebhookEndpoint]) -> str
             for ep in endpoints
         )
     return (
-        '<div class="card"><h2>Endpoints</h2>'
+        '<div class="card"><h2>Endpoints</h2><div class="scroll">'
         "<table><thead><tr><th>URL</th><th>Event types</th><th>Status</th>"
         '<th class="num">Rate limit</th></tr></thead>'
-        f'<tbody data-testid="endpoints">{rows}</tbody></table></div>'
+        f'<tbody data-testid="endpoints">{rows}</tbody></table></div></div>'
     )
 
 
@@ -246,12 +250,12 @@ def _log_card(
 ) -> str:
     urls = {ep.id: ep.url for ep in endpoints}
     if not messages:
-        rows = '<tr><td colspan="4" class="muted">No messages yet.</td></tr>'
+        rows = '<tr><td colspan="3" class="muted">No messages yet.</td></tr>'
     else:
         rows = "".join(
-            f'<tr data-message="{e(m.id)}"><td class="nowrap"><a href="{e(portal.base)}/messages/{e(m.id)}">'
-            f"<code>{e(m.id)}</code></a></td><td><code>{e(m.event_type)}</code></td>"
-            f'<td class="nowrap">{e(when(m.created_at))}</td>'
+            f'<tr data-message="{e(m.id)}"><td><code>{e(m.event_type)}</code><div class="muted small-id">'
+            f'<a href="{e(portal.base)}/messages/{e(m.id)}">{e(m.id)}</a></div></td>'
+            f"<td>{e(when(m.created_at))}</td>"
             f"<td>{_delivery_summary(deliveries.get(m.id, ()), urls)}</td></tr>"
             for m in messages
         )
@@ -259,8 +263,9 @@ def _log_card(
     return (
         '<div class="card"><h2>Message log</h2><p class="muted">The most recent messages and how each '
         "endpoint took it; open one for its attempts and to resend it.</p>"
-        "<table><thead><tr><th>Message</th><th>Event type</th><th>Created</th><th>Endpoints</th></tr></thead>"
-        f'<tbody data-testid="messages">{rows}</tbody></table>{tail}</div>'
+        '<div class="scroll"><table><thead><tr><th>Message</th><th>Created</th><th>Endpoints</th></tr>'
+        "</thead>"
+        f'<tbody data-testid="messages">{rows}</tbody></table></div>{tail}</div>'
     )
 
 
@@ -335,7 +340,7 @@ def endpoint_page(
         + '<div class="card"><h2>Edit endpoint</h2>'
         f'<form method="post" action="{e(here)}">{_endpoint_fields(form, catalog)}'
         '<div class="actions"><button class="pay" type="submit">Save</button></div></form></div>'
-        + _attempts_card(portal, attempts, "Recent attempts", show_endpoint=None)
+        + _attempts_card(portal, attempts, "Recent attempts", None)
     )
     return _page(portal, "Webhook endpoint", body, status)
 
@@ -371,39 +376,37 @@ def _test_card(here: str, endpoint: WebhookEndpoint, catalog: Mapping[str, Event
 
 
 def _attempts_card(
-    portal: Portal, attempts: Sequence[WebhookAttempt], title: str, show_endpoint: Mapping[str, str] | None
+    portal: Portal, attempts: Sequence[WebhookAttempt], title: str, endpoints: Mapping[str, str] | None
 ) -> str:
-    columns = 8 if show_endpoint is not None else 7
-    head_endpoint = "<th>Endpoint</th>" if show_endpoint is not None else ""
+    """An endpoint's attempts (a Message column), or with `endpoints` a message's (an Endpoint column)."""
+    first = "Endpoint" if endpoints is not None else "Message"
     if not attempts:
-        rows = f'<tr><td colspan="{columns}" class="muted">No attempts yet.</td></tr>'
+        rows = '<tr><td colspan="7" class="muted">No attempts yet.</td></tr>'
     else:
-        rows = "".join(_attempt_row(portal, a, show_endpoint) for a in attempts)
+        rows = "".join(_attempt_row(portal, a, endpoints) for a in attempts)
     return (
-        f'<div class="card"><h2>{e(title)}</h2>'
-        f"<table><thead><tr>{head_endpoint}<th>Time</th><th>Message</th><th>#</th><th>Status</th>"
+        f'<div class="card"><h2>{e(title)}</h2><div class="scroll">'
+        f"<table><thead><tr><th>Time</th><th>{first}</th><th>#</th><th>Status</th>"
         '<th class="num">Duration</th><th>Response</th><th>Next retry</th></tr></thead>'
-        f'<tbody data-testid="attempts">{rows}</tbody></table></div>'
+        f'<tbody data-testid="attempts">{rows}</tbody></table></div></div>'
     )
 
 
 def _attempt_row(portal: Portal, a: WebhookAttempt, endpoints: Mapping[str, str] | None) -> str:
-    endpoint = (
-        f"<td>{e(endpoints.get(a.endpoint_id, f'{a.endpoint_id} (deleted)'))}</td>"
-        if endpoints is not None
-        else ""
-    )
+    if endpoints is not None:
+        first = e(endpoints.get(a.endpoint_id, f"{a.endpoint_id} (deleted)"))
+    else:
+        first = f'<a href="{e(portal.base)}/messages/{e(a.message_id)}"><code>{e(a.message_id)}</code></a>'
     code = f"HTTP {a.status_code}" if a.status_code is not None else "no response"
     outcome = status_badge("delivered" if a.succeeded else "failed")
     manual = ' <span class="muted">(resend)</span>' if a.trigger == "manual" else ""
     excerpt = a.response if len(a.response) <= 300 else a.response[:300] + "…"
     retry = when(a.next_attempt_at) if a.next_attempt_at is not None else "—"
     return (
-        f'<tr data-attempt="{e(a.id)}">{endpoint}<td class="nowrap">{e(when(a.created_at))}</td>'
-        f'<td><a href="{e(portal.base)}/messages/{e(a.message_id)}"><code>{e(a.message_id)}</code></a></td>'
+        f'<tr data-attempt="{e(a.id)}"><td>{e(when(a.created_at))}</td><td>{first}</td>'
         f"<td>{a.attempt}{manual}</td><td>{outcome} {e(code)}</td>"
         f'<td class="num">{a.duration_ms} ms</td>'
-        f'<td><code class="excerpt">{e(excerpt)}</code></td><td class="nowrap">{e(retry)}</td></tr>'
+        f'<td><code class="excerpt">{e(excerpt)}</code></td><td>{e(retry)}</td></tr>'
     )
 
 
@@ -451,11 +454,11 @@ def message_detail_page(
         f"<dl><dt>Event type</dt><dd><code>{e(message.event_type)}</code></dd>"
         f"<dt>Event id</dt><dd><code>{e(message.event_id)}</code></dd>"
         f"<dt>Created</dt><dd>{e(when(message.created_at))}</dd></dl>"
-        f"<h2>Payload</h2><pre>{e(payload)}</pre></div>"
+        f'<h2 class="spaced">Payload</h2><pre>{e(payload)}</pre></div>'
         '<div class="card"><h2>Endpoints</h2><table><thead><tr><th>Endpoint</th><th>Status</th>'
         '<th class="num">Attempts</th><th>Next retry</th><th></th></tr></thead>'
         f'<tbody data-testid="deliveries">{table}</tbody></table></div>'
-        + _attempts_card(portal, attempts, "Attempts", show_endpoint=urls)
+        + _attempts_card(portal, attempts, "Attempts", urls)
     )
     return _page(portal, "Webhook message", body)
 

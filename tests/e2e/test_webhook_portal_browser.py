@@ -126,6 +126,7 @@ async def test_manage_an_endpoint_in_chromium_and_receive_its_test_event(
                     await page.get_by_role("link", name="← All endpoints").click()
                     row = await reload_until(page, f"tr[data-message='{message_id}']", "delivered")
                     assert "invoice.paid.v0" in row and "1 attempt" in row, row
+                    await page.screenshot(path=str(shots / "accrue-webhook-portal.png"), full_page=True)
                     await page.click(f"tr[data-message='{message_id}'] a")
                     attempts = await page.inner_text("[data-testid=attempts]")
                     assert "HTTP 200" in attempts and "ok" in attempts, attempts
