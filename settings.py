@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Python log level for API and worker.")
     secret_key: SecretStr = Field(
         default=SecretStr(""),
-        description="Signs customer portal links; required in production (empty: a per-process key).",
+        description=(
+            "Signs customer and webhook portal links and seals stored secrets (webhook signing secrets); "
+            "required in production (empty: links use a per-process key, secrets a public development key)."
+        ),
     )
 
     @property
