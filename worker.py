@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,15 +17,32 @@ from activities.heartbeat import HeartbeatInterceptor
 from activities.reconciler import ReconcilerActivities
 from activities.subscription import SubscriptionActivities
 from activities.test_clock import TestClockActivities
+from activities.webhook_delivery import WebhookDeliveryActivities, http_client
+from activities.webhook_relay import WebhookRelayActivities
 from db.session import create_engine
+from integrations.secret_box import SecretBox
 from settings import Settings
-from workflows.client import connect, ensure_reconciler_schedule, ensure_search_attributes
+from workflows.client import (
+    connect,
+    ensure_reconciler_schedule,
+    ensure_search_attributes,
+    ensure_webhook_relay,
+)
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.test_clock import TestClockWorkflow
+from workflows.webhook_endpoint import WebhookEndpointWorkflow
+from workflows.webhook_relay import WebhookRelayWorkflow
 
-WORKFLOWS = [PingWorkflow, SubscriptionWorkflow, ReconcilerWorkflow, TestClockWorkflow]
+WORKFLOWS = [
+    PingWorkflow,
+    SubscriptionWorkflow,
+    ReconcilerWorkflow,
+    TestClockWorkflow,
+    WebhookRelayWorkflow,
+    WebhookEndpointWorkflow,
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +53,15 @@ def build_worker(
     task_queue: str,
     grace_period: timedelta = timedelta(hours=24),
     base_url: str = "http://127.0.0.1:8000",  # the API's (Settings.base_url), for links in outbox payloads
+    secret_key: str = "",  # Settings.secret_key: opens the endpoints' sealed signing secrets
+    webhook_http: httpx.AsyncClient | None = None,  # run() passes one it closes; tests let the worker own it
 ) -> Worker:
     health = HealthActivities(engine)
     subscriptions = SubscriptionActivities(engine, grace_period, base_url)
     reconciler = ReconcilerActivities(engine, client, task_queue)
     clocks = TestClockActivities(engine, client)
+    relay = WebhookRelayActivities(engine, client, task_queue)
+    deliveries = WebhookDeliveryActivities(engine, SecretBox(secret_key), webhook_http or http_client())
     return Worker(
         client,
         task_queue=task_queue,
@@ -49,6 +71,8 @@ def build_worker(
             *subscriptions.all(),
             reconciler.reconcile_subscriptions,
             *clocks.all(),
+            relay.relay_outbox,
+            *deliveries.all(),
         ],
         # Every workflow run pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
@@ -65,12 +89,20 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await register_search_attributes(client, settings.temporal_namespace)
     await ensure_reconciler_schedule(client, settings.task_queue, settings.reconcile_interval)
+    await ensure_webhook_relay(client, settings.task_queue)
     try:
-        worker = build_worker(
-            client, engine, settings.task_queue, settings.invoice_grace_period, settings.base_url
-        )
-        async with worker:
-            await (stop or asyncio.Event()).wait()
+        async with http_client() as webhook_http:
+            worker = build_worker(
+                client,
+                engine,
+                settings.task_queue,
+                settings.invoice_grace_period,
+                settings.base_url,
+                settings.secret_key.get_secret_value(),
+                webhook_http,
+            )
+            async with worker:
+                await (stop or asyncio.Event()).wait()
     finally:
         await engine.dispose()
 

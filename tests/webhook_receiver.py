@@ -110,6 +110,8 @@ class WebhookReceiver:
                 port=self.port,
                 log_level="warning",
                 lifespan="off",
+                # requests a test abandoned (a killed sender) do not hold up the receiver's stop
+                timeout_graceful_shutdown=1,
                 interface="asgi3",
             )
         )
@@ -179,13 +181,21 @@ class WebhookReceiver:
         return {k: n for k, n in counts.items() if n > 1}
 
     async def wait_for(
-        self, count: int, path: str | None = None, *, delivered: bool = True, within: float = 30
+        self,
+        count: int,
+        path: str | None = None,
+        *,
+        delivered: bool = True,
+        answered: bool = False,
+        within: float = 30,
     ) -> list[Received]:
-        """Wait up to `within` real seconds until `count` requests reached `path` (answered 2xx, unless
-        delivered=False); returns them."""
+        """Wait up to `within` real seconds until `count` requests reached `path`: answered 2xx, or with
+        delivered=False any request (answered=True: once the receiver has answered it); returns them."""
         deadline = time.monotonic() + within
         while True:
             got = self.delivered(path) if delivered else self.received(path)
+            if answered:
+                got = [r for r in got if r.status]
             if len(got) >= count:
                 return got
             if time.monotonic() > deadline:
