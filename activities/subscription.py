@@ -302,6 +302,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 invoice.is_final = final
                 session.add(invoice)
                 sub.current_period = request.sequence_number
+                # Bookkeeping the representation does not show: updatedAt stays what the last webhook said.
+                sub.updated_at = Subscription.updated_at
                 await session.flush()
                 # Manual lines waiting for a later period (invoiceAt past the then-open invoice) join now.
                 await session.execute(
@@ -423,12 +425,14 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         _transition(invoice, "DRAFT", at)
         _transition(invoice, "ISSUED", at)
         invoice.issued_at = at
-        await self._record_invoice(session, sub, "invoice.issued.v0", invoice)
         if totals.grand_total == 0 or sub.auto_charge:
             # The sandbox provider charges a stored method at once; a zero invoice has nothing to collect.
+            await self._record_invoice(session, sub, "invoice.issued.v0", invoice)
             await self._paid(session, sub, invoice, at)
             return
         open_checkout(session, sub, invoice, at + PERIOD_INVOICE_CHECKOUT)
+        # Rendered after the checkout opens, so the event carries the paymentUrl GET shows.
+        await self._record_invoice(session, sub, "invoice.issued.v0", invoice)
 
     async def _paid(self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime) -> None:
         _transition(invoice, "PAID", at)
