@@ -119,6 +119,8 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
     @activity.defn
     async def deliver_webhook_batch(self, request: DeliverBatch) -> BatchDelivered:
         endpoint_id = request.endpoint.endpoint_id
+        # Attempt times are `now` plus the time since here.
+        started = time.monotonic()
         info = activity.info()
         # A retried attempt starts later than the workflow asked: its attempt times say when it ran.
         now = request.now if info.attempt == 1 else max(request.now, info.current_attempt_scheduled_time)
@@ -142,7 +144,6 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
             limit = webhook_retry.batch_limit(request.limit, endpoint.rate_limit)
             claimed = await self._claim(session, endpoint_id, now, limit)
             await session.commit()
-        started = time.monotonic()
         outcomes = await self._post_all(endpoint, secrets, claimed, now, started)
         elapsed = timedelta(seconds=time.monotonic() - started)
         async with self.sessions() as session:
@@ -210,31 +211,37 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
             chains[item.resource_key].append(item)
         gate = asyncio.Semaphore(self.concurrency)
         outcomes: list[_Outcome] = []
-        slots = 0
-        rate = endpoint.rate_limit
+        spacing = webhook_retry.spacing(endpoint.rate_limit)
+        pacer = asyncio.Lock()
+        next_start = started
         refused = await self._refused(endpoint.url, endpoint.environment)
 
+        async def pace() -> None:
+            """Hold a request until `spacing` after the previous one really started."""
+            nonlocal next_start
+            async with pacer:
+                wait = next_start - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                next_start = time.monotonic() + spacing
+
         async def send(chain: list[_Claimed]) -> None:
-            nonlocal slots
             for item in chain:
                 if time.monotonic() - started > BUDGET:
                     return
-                slot, slots = slots, slots + 1
-                wait = started + webhook_retry.send_offset(slot, rate) - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
                 async with gate:
+                    if spacing:
+                        await pace()
                     outcome = await self._post(endpoint.url, secrets, item, now, started, refused)
                 outcomes.append(outcome)
                 if not outcome.succeeded:
                     return
 
         await asyncio.gather(*(send(chain) for chain in chains.values()))
-        if rate is not None:
-            # The next batch's first request keeps the spacing of this one's.
-            rest = started + webhook_retry.send_offset(slots, rate) - time.monotonic()
-            if rest > 0:
-                await asyncio.sleep(rest)
+        # The next batch's first request keeps the spacing too.
+        rest = next_start - time.monotonic()
+        if spacing and rest > 0:
+            await asyncio.sleep(rest)
         return outcomes
 
     async def _refused(self, url: str, environment: str) -> str | None:

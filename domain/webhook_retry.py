@@ -57,11 +57,11 @@ def batch_limit(limit: int, rate_limit: int | None) -> int:
     return max(1, min(limit, rate_limit * RATE_LIMIT_WINDOW))
 
 
-def send_offset(slot: int, rate_limit: int | None) -> float:
-    """Seconds after a batch starts that its `slot`-th request (from 0) may start: requests spaced
-    1/rate_limit apart never exceed rate_limit in any one-second window. A batch also lasts at least
-    send_offset(sent) so the next batch's first request keeps the spacing."""
-    return 0.0 if rate_limit is None else slot / rate_limit
+def spacing(rate_limit: int | None) -> float:
+    """Seconds from the start of one request to the start of the next (0: no limit). Requests that far
+    apart never exceed rate_limit in any one-second window; the sender measures from when each request
+    really started, across batches too."""
+    return 0.0 if rate_limit is None else 1 / rate_limit
 
 
 def duration_words(delay: timedelta) -> str:

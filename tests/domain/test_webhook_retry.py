@@ -11,8 +11,8 @@ from domain.webhook_retry import (
     duration_words,
     failing_since,
     retry_delay,
-    send_offset,
     should_disable,
+    spacing,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -74,11 +74,8 @@ def test_rate_limit_caps_the_batch_and_spaces_requests() -> None:
     assert batch_limit(100, None) == 100
     assert batch_limit(100, 50) == 100
     assert batch_limit(100, 3) == 30
-    assert [send_offset(k, None) for k in range(3)] == [0.0, 0.0, 0.0]
-    offsets = [send_offset(k, 4) for k in range(9)]
-    assert offsets == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
-    # no one-second window [t, t+1) holds more than 4 starts
-    assert max(sum(1 for o in offsets if t <= o < t + 1) for t in offsets) == 4
+    assert spacing(None) == 0.0
+    assert spacing(4) == 0.25
 
 
 @pytest.mark.parametrize(
