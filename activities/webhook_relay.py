@@ -16,19 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.types import String
 from temporalio import activity
 from temporalio.client import Client
 
-from api.wire import iso
-from db.models import OutboxEvent, WebhookMessage
 from db.session import session_factory
-from domain.ids import new_id
-from domain.webhook_events import resource_of
+from domain.webhook_events import EVENT_TYPES
 from workflows.client import wake_webhook_endpoints
 from workflows.webhook_messages import EndpointRef
 from workflows.webhook_relay import RelayRun, RelayRunResult, WebhookRelayActivityDefs
@@ -37,66 +32,74 @@ CHANNEL = "accrue_outbox"  # NOTIFYed by the outbox insert trigger at commit (mi
 
 RELAY_LOCK = 0x61636372_75650008  # pg_advisory_xact_lock key: "accrue" + issue 8, any fixed bigint will do
 
-# One row per (new message, live endpoint of its merchant and environment that takes its type), numbered in
-# the messages' outbox order. Pending only while the merchant's webhooks are enabled and the endpoint is not
-# disabled; otherwise skipped, for recover to send later. `filter_types` may hold JSON null as well as SQL
-# NULL (an ORM write of None), both meaning every type. Answers the endpoints that got pending deliveries.
-_DELIVER = text(
+# One statement relays a batch (after the lock): claim the oldest unrelayed rows, mark them relayed, insert
+# one message each (the D18 envelope, built here so no row travels to Python and back) and one delivery per
+# (message, live endpoint of its merchant and environment that takes its type), numbered in outbox order.
+# A delivery is pending only while the merchant's webhooks are enabled and the endpoint is not disabled;
+# otherwise skipped, for recover to send later. `filter_types` may hold JSON null as well as SQL NULL (an
+# ORM write of None), both meaning every type. The eventId is the message id's under the `evt_` prefix:
+# unique per event, and the same however often a row is relayed. Answers the number of rows relayed and
+# the endpoints that got pending deliveries (one row each; one row with no endpoint when none did).
+_RELAY = text(
     """
-    with added as (
+    with claimed as (
+        select o.id, o.seq, o.merchant_id, o.environment, o.event_type, o.payload, o.created_at,
+               coalesce(catalog.resource, split_part(o.event_type, '.', 1)) || ':'
+                   || coalesce(o.payload ->> 'id', o.id) as resource_key
+        from outbox_events o
+        left join unnest(cast(:types as text[]), cast(:resources as text[])) as catalog(type, resource)
+          on catalog.type = o.event_type
+        where o.relayed_at is null
+        order by o.seq
+        limit :limit
+        for update of o skip locked
+    ),
+    marked as (
+        update outbox_events o set relayed_at = now() from claimed c where o.id = c.id
+    ),
+    messages as (
+        insert into webhook_messages
+            (id, merchant_id, environment, event_type, event_id, resource_key, payload, created_at)
+        select c.id, c.merchant_id, c.environment, c.event_type, 'evt_' || substr(c.id, 5), c.resource_key,
+               jsonb_build_object(
+                   'eventType', c.event_type,
+                   'eventId', 'evt_' || substr(c.id, 5),
+                   'timestamp', to_char(c.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                   'data', c.payload
+               ),
+               c.created_at
+        from claimed c
+        order by c.seq
+        on conflict (id) do nothing
+    ),
+    added as (
         insert into webhook_deliveries
             (message_id, endpoint_id, resource_key, status, attempts, round_attempts, next_attempt_at,
              created_at, updated_at)
-        select m.id, e.id, m.resource_key,
+        select c.id, e.id, c.resource_key,
                case when coalesce(a.enabled, false) and not e.disabled then 'pending' else 'skipped' end,
                0, 0, null, now(), now()
-        from unnest(:ids) with ordinality as batch(id, ord)
-        join webhook_messages m on m.id = batch.id
+        from claimed c
         join webhook_endpoints e
-          on e.merchant_id = m.merchant_id and e.environment = m.environment and e.deleted_at is null
+          on e.merchant_id = c.merchant_id and e.environment = c.environment and e.deleted_at is null
          and (e.filter_types is null or jsonb_typeof(e.filter_types) = 'null'
-              or e.filter_types @> to_jsonb(m.event_type::text))
-        left join webhook_apps a on a.merchant_id = m.merchant_id and a.environment = m.environment
-        order by batch.ord, e.id
+              or e.filter_types @> to_jsonb(c.event_type::text))
+        left join webhook_apps a on a.merchant_id = c.merchant_id and a.environment = c.environment
+        order by c.seq, e.id
         on conflict (message_id, endpoint_id) do nothing
         returning endpoint_id, status
     )
-    select distinct e.id, e.merchant_id, e.environment
-    from added join webhook_endpoints e on e.id = added.endpoint_id
-    where added.status = 'pending'
-    order by e.id
+    select relayed.n, woken.id, woken.merchant_id, woken.environment
+    from (select count(*) as n from claimed) as relayed
+    left join (
+        select distinct e.id, e.merchant_id, e.environment
+        from added join webhook_endpoints e on e.id = added.endpoint_id
+        where added.status = 'pending'
+    ) as woken on true
+    order by woken.id
     """
-).bindparams(bindparam("ids", type_=ARRAY(String)))
-
-
-def envelope(event: OutboxEvent, event_id: str) -> dict[str, Any]:
-    """The D18 envelope; `data` is the outbox payload, already the resource's API representation."""
-    return {
-        "eventType": event.event_type,
-        "eventId": event_id,
-        "timestamp": iso(event.created_at),
-        "data": event.payload,
-    }
-
-
-def resource_key(event_type: str, data: dict[str, Any], message_id: str) -> str:
-    """`<resource>:<data.id>`; data without an id (a failed signup) is ordered after nothing but itself."""
-    return f"{resource_of(event_type)}:{data.get('id') or message_id}"
-
-
-def _message(event: OutboxEvent) -> dict[str, Any]:
-    event_id = new_id("event")
-    return {
-        "id": event.id,
-        "merchant_id": event.merchant_id,
-        "environment": event.environment,
-        "event_type": event.event_type,
-        "event_id": event_id,
-        "resource_key": resource_key(event.event_type, event.payload, event.id),
-        "payload": envelope(event, event_id),
-        # The event's time, as in the envelope: recover's "since" window counts from when it happened.
-        "created_at": event.created_at,
-    }
+)
+_CATALOG = {"types": list(EVENT_TYPES), "resources": [t.resource for t in EVENT_TYPES.values()]}
 
 
 async def relay_pending(sessions: async_sessionmaker[AsyncSession], limit: int = 500) -> list[EndpointRef]:
@@ -111,27 +114,9 @@ async def relay_batch(
     """relay_pending, also answering how many rows it relayed."""
     async with sessions() as session:
         await session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK)))
-        events = (
-            await session.scalars(
-                select(OutboxEvent)
-                .where(OutboxEvent.relayed_at.is_(None))
-                .order_by(OutboxEvent.seq)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        if not events:
-            return 0, []
-        ids = [e.id for e in events]
-        await session.execute(
-            insert(WebhookMessage).values([_message(e) for e in events]).on_conflict_do_nothing()
-        )
-        rows = (await session.execute(_DELIVER, {"ids": ids})).all()
-        await session.execute(
-            update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(relayed_at=func.now())
-        )
+        rows = (await session.execute(_RELAY, {**_CATALOG, "limit": limit})).all()
         await session.commit()
-    return len(events), _refs(rows)
+    return int(rows[0].n), _refs([r for r in rows if r.id is not None])
 
 
 # Endpoints whose workflow may have work it was never told about: a relay pass whose wake was lost to a

@@ -97,6 +97,7 @@ async def test_each_outbox_row_becomes_one_message_with_the_d18_envelope(
     assert event is not None and event.relayed_at is not None
     [message] = messages
     assert has_prefix(message.id, "outbox_event") and has_prefix(message.event_id, "event")
+    assert message.event_id.removeprefix("evt_") == message.id.removeprefix("msg_")  # stable per event
     assert message.resource_key == "subscription:sub_A"
     assert message.payload == {
         "eventType": "subscription.activated.v0",
