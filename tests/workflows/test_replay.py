@@ -25,6 +25,7 @@ from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.subscription import SubscriptionWorkflow
 from workflows.test_clock import TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
+from workflows.webhook_relay import WebhookRelayWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
@@ -110,7 +111,10 @@ SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
 }
 MIN_RUNS = {"thirteen-periods": 2}
 # Recorded by other modules, which need fixtures of their own; replayed here with the rest.
-RECORDED_ELSEWHERE = {"webhook-endpoint"}  # tests/workflows/test_webhook_delivery.py
+RECORDED_ELSEWHERE = {
+    "webhook-endpoint",  # tests/workflows/test_webhook_delivery.py
+    "webhook-relay",  # tests/workflows/test_webhook_relay.py
+}
 
 
 async def run_chain(billing: Billing, workflow_id: str) -> list[WorkflowHistory]:
@@ -130,7 +134,7 @@ async def run_chain(billing: Billing, workflow_id: str) -> list[WorkflowHistory]
 async def replay(histories: list[WorkflowHistory]) -> None:
     """Fails on any nondeterminism (and on a workflow task that fails while replaying)."""
     replayer = Replayer(
-        workflows=[SubscriptionWorkflow, TestClockWorkflow, WebhookEndpointWorkflow],
+        workflows=[SubscriptionWorkflow, TestClockWorkflow, WebhookEndpointWorkflow, WebhookRelayWorkflow],
         data_converter=pydantic_data_converter,
     )
     for history in histories:

@@ -7,7 +7,10 @@ tests what the relay tells endpoints, not how they deliver (tests/workflows/test
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -15,9 +18,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import workflow
-from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle
+from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from activities.webhook_relay import WebhookRelayActivities, relay_pending
 from db.merchants import NewMerchant
@@ -30,6 +34,10 @@ from workflows.client import ensure_webhook_relay
 from workflows.ids import WEBHOOK_RELAY_WORKFLOW_ID, webhook_endpoint_workflow_id
 from workflows.webhook_messages import EndpointInput, Wake
 from workflows.webhook_relay import RelayInput, WebhookRelayWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+SCENARIO = "webhook-relay"  # recorded as histories/webhook-relay-1.json (ACCRUE_RECORD_HISTORIES=1)
+RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
 
 
 @workflow.defn(name="WebhookEndpointWorkflow")
@@ -171,17 +179,34 @@ async def test_a_start_relays_and_wakes_what_a_crash_left_behind(relay: Relay) -
 async def test_it_runs_its_activity_again_and_continues_as_new(relay: Relay) -> None:
     async with relay.worker():
         handle = await relay.start(listen_seconds=1, runs_per_history=2, poll_seconds=0.2)
-        with pytest.raises(WorkflowContinuedAsNewError):
-            await relay.client.get_workflow_handle(handle.id, run_id=handle.result_run_id).result(
-                follow_runs=False
-            )
         first_run = relay.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
-        events = [e async for e in first_run.fetch_history_events()]
-        activities = [e for e in events if e.HasField("activity_task_completed_event_attributes")]
+        with pytest.raises(WorkflowContinuedAsNewError):
+            await first_run.result(follow_runs=False)
+        history = await first_run.fetch_history()
+        activities = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
         assert len(activities) == 2
+        next_input = history.events[-1].workflow_execution_continued_as_new_event_attributes.input
+        assert json.loads(next_input.payloads[0].data)["runs"] == 2  # carried into the next run
         described = await handle.describe()
         assert described.run_id != handle.result_run_id
         await handle.terminate()
+    await replay([history])
+    if RECORD:
+        (HISTORIES / f"{SCENARIO}-1.json").write_text(history.to_json() + "\n")
+
+
+async def test_the_recorded_run_replays() -> None:
+    """Also replayed by test_replay.py with every other recorded history."""
+    [path] = HISTORIES.glob(f"{SCENARIO}-*.json")
+    await replay([WorkflowHistory.from_json(path.stem, path.read_text())])
+
+
+async def replay(histories: list[WorkflowHistory]) -> None:
+    replayer = Replayer(workflows=[WebhookRelayWorkflow], data_converter=pydantic_data_converter)
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            raise AssertionError(f"{history.workflow_id} does not replay") from result.replay_failure
 
 
 async def test_every_worker_ensures_the_one_relay(relay: Relay) -> None:
