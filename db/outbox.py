@@ -1,7 +1,8 @@
 """The outbox: webhook events recorded in the same transaction as the state change they report.
 
-The payload is the changed resource's API representation as the transaction leaves it (activities/rendering.py);
-the relay (activities/webhook_relay.py) wraps it in the D18 envelope as a webhook message.
+The payload is the changed resource's API representation as the transaction leaves it
+(activities/rendering.py); the relay (activities/webhook_relay.py) wraps it in the D18 envelope as a webhook
+message.
 """
 
 from __future__ import annotations
