@@ -180,11 +180,15 @@ class WebhookRelayActivities(WebhookRelayActivityDefs):
         listener = await asyncpg.connect(self.dsn)
         try:
             await listener.add_listener(self.channel, lambda *_: heard.set())
+            listener.add_termination_listener(lambda *_: heard.set())
             deadline = time.monotonic() + request.listen_seconds
             woken = await self.wake_backlog()
             relayed, wakes = await self.drain()
             woken += wakes
             while (left := deadline - time.monotonic()) > 0:
+                if listener.is_closed():
+                    # PostgreSQL dropped the connection: a retry listens again (the poll alone is slower).
+                    raise RuntimeError("the relay's LISTEN connection closed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(heard.wait(), timeout=min(left, request.poll_seconds))
                 # Cleared before draining: a commit landing mid-drain sets it again and is drained next.

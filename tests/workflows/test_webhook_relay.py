@@ -15,7 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import workflow
 from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle, WorkflowHistory
@@ -139,6 +139,35 @@ async def test_a_commit_is_relayed_and_its_endpoint_woken_by_the_notification(re
             assert await relay.wakes(ep_id) == ["relayed", "relayed"]
 
         await eventually(relayed, within=10)
+        await handle.terminate()
+
+
+async def test_a_lost_listen_connection_is_opened_again(relay: Relay) -> None:
+    ep_id = await relay.endpoint()
+    async with relay.worker():
+        handle = await relay.start(listen_seconds=30, poll_seconds=3600)
+        first = await relay.write("sub_L")
+
+        async def listening() -> None:
+            assert await relay.delivered_to(ep_id) == [first]
+
+        await eventually(listening, within=10)
+        async with relay.engine.connect() as connection:
+            killed = await connection.scalar(
+                text(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                    "where query = 'LISTEN \"accrue_outbox\"'"
+                )
+            )
+        assert killed == 1
+        # The activity fails at once and its retry listens again: with the poll an hour away, only a
+        # notification heard on a new connection relays this row.
+        second = await relay.write("sub_L")
+
+        async def relayed() -> None:
+            assert await relay.delivered_to(ep_id) == [first, second]
+
+        await eventually(relayed, within=15)
         await handle.terminate()
 
 
