@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     invoice_grace_period: timedelta = Field(
         default=timedelta(hours=24), description="Time after periodEnd that late events still count."
     )
+    worker_cached_workflows: int = Field(
+        default=5000,
+        gt=0,
+        description="Workflows a worker keeps in memory between tasks; a workflow not kept is replayed from "
+        "its history when it next has work.",
+    )
     reconcile_interval: timedelta = Field(
         default=timedelta(minutes=5),
         description="How often the reconciler Schedule starts any missing subscription workflow.",

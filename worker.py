@@ -55,6 +55,7 @@ def build_worker(
     base_url: str = "http://127.0.0.1:8000",  # the API's (Settings.base_url), for links in outbox payloads
     secret_key: str = "",  # Settings.secret_key: opens the endpoints' sealed signing secrets
     webhook_http: httpx.AsyncClient | None = None,  # run() passes one it closes; tests let the worker own it
+    cached_workflows: int = 1000,  # Settings.worker_cached_workflows
 ) -> Worker:
     health = HealthActivities(engine)
     subscriptions = SubscriptionActivities(engine, grace_period, base_url)
@@ -78,6 +79,7 @@ def build_worker(
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
         # every recorded and freshly recorded history through the sandboxed Replayer (test_replay.py).
         workflow_runner=UnsandboxedWorkflowRunner(),
+        max_cached_workflows=cached_workflows,
         interceptors=[HeartbeatInterceptor()],
     )
 
@@ -100,6 +102,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings.base_url,
                 settings.secret_key.get_secret_value(),
                 webhook_http,
+                settings.worker_cached_workflows,
             )
             async with worker:
                 await (stop or asyncio.Event()).wait()

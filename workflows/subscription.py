@@ -359,6 +359,15 @@ class SubscriptionWorkflow:
         summary: str,
         budget: timedelta = QUICK,
     ) -> R:
+        if budget == QUICK and self.state is not None and self.state.workflow_version >= 4:
+            # Version 4: a quick activity is a few statements under one row lock, so the Temporal server
+            # need not schedule, dispatch and record it; as a local activity it is a marker in the workflow
+            # task that ran it. A worker dying mid-activity is noticed when that task times out, and the
+            # activity runs again on another worker (every activity is idempotent by business key). The
+            # finalize (minutes of aggregation at worst) stays a server-side activity with heartbeats.
+            return await workflow.execute_local_activity_method(
+                activity, arg, start_to_close_timeout=budget, retry_policy=RETRY, summary=summary
+            )
         return await workflow.execute_activity_method(
             activity,
             arg,

@@ -30,7 +30,10 @@ class PendingClose(BaseModel):
 #   2: the next period opens alongside the finalize of an invoice whose grace window already passed
 #   3: the workflow writes Invoice 0 (create_invoice0) and answers the API's update-with-start; it continues
 #      as new every CONTINUE_AS_NEW_PERIODS periods (or when Temporal suggests it), not after every period
-WORKFLOW_VERSION = 3
+#   4: once the state is loaded, the quick activities (all but finalize_invoice) run as local activities,
+#      markers in the workflow's own task (bench/README.md: a period close's history events and workflow
+#      tasks, and the Temporal server's CPU per subscription)
+WORKFLOW_VERSION = 4
 
 
 class SubscriptionState(BaseModel):

@@ -17,7 +17,7 @@ from db.session import session_factory
 from domain.ids import new_id
 from tests.factories import Factory
 from tests.helpers import assert_error
-from tests.workflows.billing_harness import GRACE, Billing
+from tests.workflows.billing_harness import GRACE, Billing, eventually
 
 JAN31 = datetime(2026, 1, 31, tzinfo=UTC)
 SUCCESS = "https://merchant.example/welcome?plan=pro"
@@ -57,6 +57,15 @@ async def state(billing: Billing, sub: dict[str, Any]) -> tuple[str, list[str]]:
     return got["status"], [i.status for i in await billing.invoices(sub["id"])]
 
 
+async def activated(billing: Billing, sub: dict[str, Any]) -> None:
+    """The page answers once the payment is recorded; period 1 opens a moment later, in the workflow."""
+
+    async def check() -> None:
+        assert await state(billing, sub) == ("active", ["PAID", "ACTIVE"])
+
+    await eventually(check)
+
+
 async def test_checkout_page_shows_the_invoice_and_pay_activates(billing: Billing) -> None:
     sub, _ = await pending(billing, redirectUrls={"onSuccess": SUCCESS, "onFailure": FAILURE})
     session_id = sub["payment"]["paymentSessionId"]
@@ -88,7 +97,7 @@ async def test_checkout_page_shows_the_invoice_and_pay_activates(billing: Billin
     paid = await press(billing, session_id, "complete")
     assert (paid.status_code, paid.headers["location"]) == (303, SUCCESS)
     # The redirect waits for the workflow: the merchant's success page already sees an active subscription.
-    assert await state(billing, sub) == ("active", ["PAID", "ACTIVE"])
+    await activated(billing, sub)
 
     after = await page(billing, f"/checkout/{session_id}")
     assert after.status_code == 200 and "Payment received" in after.text and "Pay (test)" not in after.text
@@ -118,7 +127,7 @@ async def test_page_decline_keeps_invoice0_unpaid_and_a_later_pay_works(billing:
 
     paid = await press(billing, session_id, "complete")
     assert (paid.status_code, paid.headers["location"]) == (303, SUCCESS)
-    assert await state(billing, sub) == ("active", ["PAID", "ACTIVE"])
+    await activated(billing, sub)
 
 
 async def test_buttons_without_redirect_urls_land_on_the_done_page(billing: Billing) -> None:
@@ -157,7 +166,7 @@ async def test_api_decline_then_complete_then_409(billing: Billing) -> None:
 
     completed = await billing.post(f"{base}/complete", {}, 200)
     assert completed == expected | {"status": "completed"}
-    assert await state(billing, sub) == ("active", ["PAID", "ACTIVE"])
+    await activated(billing, sub)
     assert await billing.get(base) == expected | {"status": "completed"}
 
     for action in ("complete", "decline"):
@@ -196,7 +205,7 @@ async def test_pay_just_before_expiry_works(billing: Billing) -> None:
     assert (await billing.post(f"/v0/paymentSessions/{session_id}/complete", {}, 200))[
         "status"
     ] == "completed"
-    assert await state(billing, sub) == ("active", ["PAID", "ACTIVE"])
+    await activated(billing, sub)
 
 
 async def test_cancelled_checkout(billing: Billing) -> None:
