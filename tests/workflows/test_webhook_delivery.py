@@ -17,25 +17,22 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
-from db.merchants import NewMerchant
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import headers, new_secret
 from tests.webhook_receiver import Plan, WebhookReceiver, verify
+from tests.workflows import webhook_harness
 from tests.workflows.conftest import time_skipping_server
 from tests.workflows.webhook_harness import OFFSETS, Hooks, offsets, sub
-from worker import build_worker
 from workflows.ids import webhook_endpoint_workflow_id
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
 from workflows.webhook_messages import EndpointInput, EndpointRef
@@ -45,44 +42,19 @@ SCENARIO = "webhook-endpoint"  # recorded as histories/webhook-endpoint-<run>.js
 RECORD = os.environ.get("ACCRUE_RECORD_HISTORIES") == "1"
 
 
+# The module's fixtures beside its own time-skipping server (`workflow_env`).
+task_queue, worker, receiver, hooks = (
+    webhook_harness.task_queue,
+    webhook_harness.worker,
+    webhook_harness.receiver,
+    webhook_harness.hooks,
+)
+
+
 @pytest.fixture
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     async for env in time_skipping_server():
         yield env
-
-
-@pytest.fixture
-def task_queue() -> str:
-    return f"test-{uuid4()}"
-
-
-@pytest.fixture
-async def worker(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, task_queue: str
-) -> AsyncIterator[Worker]:
-    async with build_worker(workflow_env.client, engine, task_queue) as running:
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
-
-
-@pytest.fixture
-async def hooks(
-    workflow_env: WorkflowEnvironment,
-    engine: AsyncEngine,
-    merchant: NewMerchant,
-    task_queue: str,
-    worker: Worker,
-) -> AsyncIterator[Hooks]:
-    hooks = Hooks(workflow_env.client, engine, merchant, task_queue)
-    yield hooks
-    # A workflow left behind would schedule activities no worker polls for, and time skipping pauses
-    # while any activity is outstanding: the module's later sleeps would stand still.
-    await hooks.terminate_workflows()
 
 
 # ---- the receiver itself ---------------------------------------------------------------------------------

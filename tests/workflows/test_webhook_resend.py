@@ -8,64 +8,36 @@ server of its own (tests/workflows/conftest.py explains why)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from api.app_state import wake_webhook_endpoints
 from db import webhooks as store
-from db.merchants import NewMerchant
 from db.models import WebhookDelivery
 from settings import Settings
 from tests.webhook_receiver import Plan, WebhookReceiver
+from tests.workflows import webhook_harness
 from tests.workflows.conftest import time_skipping_server
 from tests.workflows.webhook_harness import Hooks, sub
-from worker import build_worker
 from workflows.webhook_messages import EndpointRef
+
+# The module's fixtures beside its own time-skipping server (`workflow_env`).
+task_queue, worker, receiver, hooks = (
+    webhook_harness.task_queue,
+    webhook_harness.worker,
+    webhook_harness.receiver,
+    webhook_harness.hooks,
+)
 
 
 @pytest.fixture(scope="module")
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     async for env in time_skipping_server():
         yield env
-
-
-@pytest.fixture
-def task_queue() -> str:
-    return f"test-{uuid4()}"
-
-
-@pytest.fixture
-async def worker(
-    workflow_env: WorkflowEnvironment, engine: AsyncEngine, task_queue: str
-) -> AsyncIterator[Worker]:
-    async with build_worker(workflow_env.client, engine, task_queue) as running:
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
-
-
-@pytest.fixture
-async def hooks(
-    workflow_env: WorkflowEnvironment,
-    engine: AsyncEngine,
-    merchant: NewMerchant,
-    task_queue: str,
-    worker: Worker,
-) -> AsyncIterator[Hooks]:
-    hooks = Hooks(workflow_env.client, engine, merchant, task_queue)
-    yield hooks
-    await hooks.terminate_workflows()
 
 
 @pytest.fixture

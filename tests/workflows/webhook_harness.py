@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.webhook_relay import relay_pending
 from db import outbox
@@ -23,6 +27,8 @@ from db.session import session_factory
 from domain.ids import new_id
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
+from tests.webhook_receiver import WebhookReceiver
+from worker import build_worker
 from workflows.client import wake_webhook_endpoints
 from workflows.ids import webhook_endpoint_workflow_id
 from workflows.webhook_messages import EndpointRef
@@ -170,3 +176,41 @@ def sub(resource: int, **extra: Any) -> tuple[str, dict[str, Any]]:
 def offsets(attempts: Sequence[WebhookAttempt]) -> list[int]:
     first = attempts[0].created_at
     return [round((a.created_at - first).total_seconds()) for a in attempts]
+
+
+# ---- fixtures for modules with a time-skipping server of their own (each defines `workflow_env`) -------
+# Import them into the module: `from tests.workflows.webhook_harness import hooks, receiver, ...`.
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid4()}"
+
+
+@pytest.fixture
+async def worker(
+    workflow_env: WorkflowEnvironment, engine: AsyncEngine, task_queue: str
+) -> AsyncIterator[Worker]:
+    async with build_worker(workflow_env.client, engine, task_queue) as running:
+        yield running
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def hooks(
+    workflow_env: WorkflowEnvironment,
+    engine: AsyncEngine,
+    merchant: NewMerchant,
+    task_queue: str,
+    worker: Worker,
+) -> AsyncIterator[Hooks]:
+    hooks = Hooks(workflow_env.client, engine, merchant, task_queue)
+    yield hooks
+    # A workflow left behind would schedule activities no worker polls for, and time skipping pauses
+    # while any activity is outstanding: the module's later sleeps would stand still.
+    await hooks.terminate_workflows()
