@@ -20,7 +20,7 @@ from activities.test_clock import TestClockActivities
 from activities.webhook_delivery import WebhookDeliveryActivities, http_client
 from activities.webhook_relay import WebhookRelayActivities
 from db.session import create_engine
-from integrations.secret_box import SecretBox
+from integrations.secret_box import SecretBox, startup_warning
 from settings import Settings
 from workflows.client import (
     connect,
@@ -87,6 +87,8 @@ def build_worker(
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Poll until cancelled or `stop` is set; then finish in-flight tasks and close the engine."""
     logging.basicConfig(level=settings.log_level)
+    if warning := startup_warning(settings.secret_key.get_secret_value()):
+        log.warning(warning)
     engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await register_search_attributes(client, settings.temporal_namespace)

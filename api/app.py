@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -39,6 +40,7 @@ from api.routers import (
     webhooks,
 )
 from db.session import create_engine, session_factory
+from integrations.secret_box import startup_warning
 from settings import Settings
 
 ROUTERS = [
@@ -71,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.db_pool_size)
+        if warning := startup_warning(settings.secret_key.get_secret_value()):
+            logging.getLogger("accrue.api").warning(warning)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = session_factory(engine)

@@ -16,6 +16,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 DEVELOPMENT_KEY = "accrue-development-key: set ACCRUE_SECRET_KEY in production"
 
 
+def startup_warning(secret_key: str) -> str | None:
+    """What the API and the worker log at start when stored secrets would be sealed with the public key."""
+    if secret_key:
+        return None
+    return (
+        "ACCRUE_SECRET_KEY is not set: stored secrets are sealed with the public development key "
+        "(set it in production)"
+    )
+
+
 class SecretUnreadable(ValueError):
     """A stored secret was sealed under another key (ACCRUE_SECRET_KEY changed)."""
 
