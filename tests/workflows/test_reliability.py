@@ -236,6 +236,51 @@ async def test_worker_killed_while_closing_a_period(billing: Billing, after_comm
     )
 
 
+class StallsInClose(SubscriptionActivities):
+    """close_period (a local activity since workflow version 4) commits, then waits until its worker goes."""
+
+    def __init__(self, engine: AsyncEngine, grace_period: timedelta) -> None:
+        super().__init__(engine, grace_period, BASE_URL)
+        self.reached = asyncio.Event()
+
+    @activity.defn(name="close_period")
+    async def close_period(self, request: ClosePeriod) -> PeriodClosed:
+        closed = await super().close_period(request)
+        self.reached.set()
+        await asyncio.Event().wait()  # until cancelled by the worker's shutdown
+        return closed
+
+
+async def test_worker_killed_inside_a_local_activity(billing: Billing) -> None:
+    """A local activity dies with its workflow task: the server times the task out and a fresh worker
+    replays the workflow and runs close_period again, which finds the period already closed."""
+    stalls = StallsInClose(billing.engine, GRACE)
+    doomed = worker_with(billing, stalls, max_cached_workflows=0)
+    running = asyncio.create_task(doomed.run())
+    sub, clock = await quickstart(billing)
+    await billing.activate(sub)
+    await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=2500)
+    advance = asyncio.create_task(billing.advance(clock, PERIOD_ENDS[0] + GRACE))
+    await asyncio.wait_for(stalls.reached.wait(), 15)
+
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not advance.done()
+    async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
+        await asyncio.wait_for(advance, 60)
+    await assert_one_invoice_per_period(
+        billing, sub["id"], [(0, "PAID", D("49.00")), (1, "ISSUED", D("51.50")), (2, "ACTIVE", D(0))]
+    )
+    history = await billing.handle(sub["id"]).fetch_history()
+    closes = [
+        e
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes") and b"close_period" in e.SerializeToString()
+    ]
+    assert len(closes) == 1  # recorded once, by the worker that lived
+
+
 # ---- duplicate creates ----------------------------------------------------------------------------------
 
 
