@@ -77,6 +77,7 @@ class _Claimed:
     attempts: int
     round_attempts: int
     payload: dict[str, Any]
+    updated_at: datetime  # a resend or recover while the attempt is in flight changes it
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,15 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
             .exists()
         )
         rows = await session.execute(
-            select(d.id, d.message_id, d.resource_key, d.attempts, d.round_attempts, WebhookMessage.payload)
+            select(
+                d.id,
+                d.message_id,
+                d.resource_key,
+                d.attempts,
+                d.round_attempts,
+                WebhookMessage.payload,
+                d.updated_at,
+            )
             .join(WebhookMessage, WebhookMessage.id == d.message_id)
             .where(
                 d.endpoint_id == endpoint_id,
@@ -328,6 +337,7 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
                 {
                     "b_id": o.claimed.delivery_id,
                     "b_from": o.claimed.attempts,
+                    "b_seen": o.claimed.updated_at,
                     "b_attempts": attempt,
                     "b_round": round_attempt,
                     "b_status": status,
@@ -344,9 +354,10 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
         moves = [m for m in moves if m["b_id"] in fresh]
         if moves:
             table = cast(Table, WebhookDelivery.__table__)
+            unchanged = (table.c.id == bindparam("b_id"), table.c.attempts == bindparam("b_from"))
             await session.execute(
                 update(table)
-                .where(table.c.id == bindparam("b_id"), table.c.attempts == bindparam("b_from"))
+                .where(*unchanged, table.c.updated_at == bindparam("b_seen"))
                 .values(
                     status=bindparam("b_status"),
                     attempts=bindparam("b_attempts"),
@@ -354,6 +365,12 @@ class WebhookDeliveryActivities(WebhookActivityDefs):
                     next_attempt_at=bindparam("b_next"),
                 ),
                 moves,
+            )
+            # A resend or recover landed while the attempt was in flight: its fresh schedule stands, and only
+            # the attempt count moves on (the next attempt takes the next number).
+            await session.execute(
+                update(table).where(*unchanged).values(attempts=bindparam("b_attempts")),
+                [{k: m[k] for k in ("b_id", "b_from", "b_attempts")} for m in moves],
             )
         await self._endpoint_health(
             session, endpoint_id, [o for o in outcomes if o.claimed.delivery_id in fresh], end
