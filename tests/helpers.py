@@ -7,6 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.webhook_relay import relay_batch
+from workflows.webhook_messages import EndpointRef
+
+
+async def relay_all(sessions: async_sessionmaker[AsyncSession], limit: int = 500) -> list[EndpointRef]:
+    """Relay every committed outbox row, as the relay's drain does: the session's database holds other
+    tests' rows too, so one pass (500 rows) may end before reaching this test's."""
+    woken: list[EndpointRef] = []
+    while True:
+        count, endpoints = await relay_batch(sessions, limit)
+        woken += endpoints
+        if count == 0:
+            return woken
 
 
 def assert_error(response: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:

@@ -29,12 +29,12 @@ from schemathesis.checks import (
 from schemathesis.core.failures import ServerError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.webhook_relay import relay_pending
 from db import outbox, webhooks
 from db.merchants import NewMerchant
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
 from tests.factories import Factory
+from tests.helpers import relay_all
 
 EXAMPLES = 25
 SKIPPED = {
@@ -99,7 +99,7 @@ async def _seed_webhooks(factory: Factory) -> dict[str, str]:
             session, owner.merchant_id, owner.environment, "invoice.paid.v0", {"id": "inv_seed"}
         )
         await session.commit()
-    await relay_pending(factory.sessions)
+    await relay_all(factory.sessions)
     return {"webhookEndpointId": endpoint.id, "webhookMessageId": event.id, "endpointId": endpoint.id}
 
 

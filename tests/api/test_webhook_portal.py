@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from activities.webhook_relay import relay_pending
 from api import portal_tokens
 from db import outbox
 from db import webhooks as store
@@ -30,6 +29,7 @@ from domain.webhook_events import EVENT_TYPES
 from integrations.secret_box import SecretBox
 from settings import Settings
 from tests.conftest import new_merchant
+from tests.helpers import relay_all
 
 RECEIVER = "https://hooks.example.com/accrue"
 
@@ -505,7 +505,7 @@ async def test_the_message_log_shows_attempts_and_resends(
             session, merchant.merchant_id, "sandbox", "invoice.paid.v0", {"id": "inv_p", "object": "invoice"}
         )
         await session.commit()
-    await relay_pending(session_factory(engine))
+    await relay_all(session_factory(engine))
     msg = row.id
     await record_attempt(
         engine, msg, ep, status_code=503, response=f"upstream down {HOSTILE}", retry_in=timedelta(minutes=5)

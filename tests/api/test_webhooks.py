@@ -21,7 +21,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from activities.webhook_relay import relay_pending
 from api.portal_tokens import signing_key, verify_webhooks_portal
 from db import outbox
 from db import webhooks as store
@@ -34,7 +33,7 @@ from domain.webhook_events import EVENT_TYPES
 from integrations import webhook_signing
 from integrations.secret_box import SecretBox
 from settings import Settings
-from tests.helpers import assert_error, field_errors, sdk063_python
+from tests.helpers import assert_error, field_errors, relay_all, sdk063_python
 
 RECEIVER = "https://receiver.example.com/hooks"
 
@@ -510,7 +509,7 @@ async def emit(engine: AsyncEngine, merchant: NewMerchant, event_type: str, data
     async with session_factory(engine)() as session:
         row = outbox.record(session, merchant.merchant_id, merchant.environment, event_type, data)
         await session.commit()
-    await relay_pending(session_factory(engine))
+    await relay_all(session_factory(engine))
     return row.id
 
 

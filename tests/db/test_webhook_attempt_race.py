@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.webhook_delivery import WebhookDeliveryActivities, _Outcome
-from activities.webhook_relay import relay_pending
 from db import outbox
 from db import webhooks as store
 from db.merchants import NewMerchant
+from tests.helpers import relay_all
 from tests.workflows.webhook_harness import BOX, Hooks, sub
 
 
@@ -24,8 +24,7 @@ async def delivery_setup(engine: AsyncEngine, merchant: NewMerchant) -> tuple[Ho
     async with hooks.sessions() as session:
         outbox.record(session, merchant.merchant_id, "sandbox", *sub(1))
         await session.commit()
-    while await relay_pending(hooks.sessions):
-        pass
+    await relay_all(hooks.sessions)
     return hooks, ref.endpoint_id
 
 

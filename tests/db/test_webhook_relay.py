@@ -14,26 +14,19 @@ import pytest
 from sqlalchemy import func, null, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from activities.webhook_relay import relay_pending
 from db import outbox
 from db.merchants import NewMerchant
 from db.models import Customer, OutboxEvent, WebhookApp, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from db.session import session_factory
 from domain.ids import has_prefix, new_id
 from tests.conftest import new_merchant
+from tests.helpers import relay_all
 from workflows.webhook_messages import EndpointRef
 
 
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
-
-
-async def relay_all(sessions: async_sessionmaker[AsyncSession], limit: int = 500) -> list[EndpointRef]:
-    woken: list[EndpointRef] = []
-    while batch := await relay_pending(sessions, limit):
-        woken += batch
-    return woken
 
 
 async def enable(sessions: async_sessionmaker[AsyncSession], m: NewMerchant, enabled: bool = True) -> None:

@@ -27,8 +27,12 @@ EXPECTED_PREFIXES = [
     ("test_clock", "tc"),
     ("payment_session", "ps"),
     ("outbox_event", "msg"),
+    ("webhook_app", "app"),
+    ("webhook_endpoint", "ep"),
+    ("webhook_attempt", "atmpt"),
     ("source", "src"),
     ("source_event", "sev"),
+    ("source_installation", "sin"),
 ]
 
 

@@ -19,7 +19,6 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.webhook_relay import relay_pending
 from db import outbox
 from db.merchants import NewMerchant
 from db.models import WebhookApp, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -27,6 +26,7 @@ from db.session import session_factory
 from domain.ids import new_id
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
+from tests.helpers import relay_all
 from tests.webhook_receiver import WebhookReceiver
 from worker import build_worker
 from workflows.client import wake_webhook_endpoints
@@ -100,8 +100,7 @@ class Hooks:
             for event_type, data in events:
                 outbox.record(session, self.merchant_id, environment or self.environment, event_type, data)
             await session.commit()
-        while await relay_pending(self.sessions):
-            pass
+        await relay_all(self.sessions)
         await self.wake("messages")
 
     async def wake(self, reason: str, endpoints: Sequence[EndpointRef] | None = None) -> None:
