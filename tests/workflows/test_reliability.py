@@ -201,13 +201,11 @@ class Stalls(SubscriptionActivities):
         return outcome
 
 
-@pytest.mark.parametrize("after_commit", [False, True], ids=["before its commit", "after its commit"])
-async def test_worker_killed_while_closing_a_period(billing: Billing, after_commit: bool) -> None:
-    """The worker's task is cancelled with finalize_invoice in flight, its transaction open or already
-    committed; a fresh worker on the task queue finishes the close. (The database sees what a SIGKILL
-    leaves: a transaction that never committed, or one that did with its result lost; the SIGKILL itself is
-    the next test.)"""
-    stalls = Stalls(billing.engine, GRACE, after_commit)
+async def killed_mid_close(
+    billing: Billing, stalls: Stalls | StallsInClose
+) -> tuple[dict[str, Any], str, asyncio.Task[Any]]:
+    """An advance across period 1's end and grace window, whose worker goes away where `stalls` waits;
+    returns the subscription, its clock and the advance, still waiting for a worker."""
     # No workflow cache, so no sticky queue: a real server moves a dead worker's sticky workflow tasks back
     # to the task queue after a timeout, the time-skipping test server never does.
     doomed = worker_with(billing, stalls, max_cached_workflows=0)
@@ -217,11 +215,20 @@ async def test_worker_killed_while_closing_a_period(billing: Billing, after_comm
     await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=2500)
     advance = asyncio.create_task(billing.advance(clock, PERIOD_ENDS[0] + GRACE))
     await asyncio.wait_for(stalls.reached.wait(), 15)
-
-    running.cancel()  # the worker goes away with finalize_invoice in flight
+    running.cancel()  # the worker goes away with the activity in flight
     with pytest.raises(asyncio.CancelledError):
         await running
     assert not advance.done()
+    return sub, clock, advance
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before its commit", "after its commit"])
+async def test_worker_killed_while_closing_a_period(billing: Billing, after_commit: bool) -> None:
+    """The worker's task is cancelled with finalize_invoice in flight, its transaction open or already
+    committed; a fresh worker on the task queue finishes the close. (The database sees what a SIGKILL
+    leaves: a transaction that never committed, or one that did with its result lost; the SIGKILL itself is
+    the next test.)"""
+    sub, clock, advance = await killed_mid_close(billing, Stalls(billing.engine, GRACE, after_commit))
     async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
         await asyncio.wait_for(advance, 30)
         await assert_one_invoice_per_period(
@@ -254,19 +261,7 @@ class StallsInClose(SubscriptionActivities):
 async def test_worker_killed_inside_a_local_activity(billing: Billing) -> None:
     """A local activity dies with its workflow task: the server times the task out and a fresh worker
     replays the workflow and runs close_period again, which finds the period already closed."""
-    stalls = StallsInClose(billing.engine, GRACE)
-    doomed = worker_with(billing, stalls, max_cached_workflows=0)
-    running = asyncio.create_task(doomed.run())
-    sub, clock = await quickstart(billing)
-    await billing.activate(sub)
-    await billing.event(sub["customerId"], "llm.tokens", START + timedelta(days=2), value=2500)
-    advance = asyncio.create_task(billing.advance(clock, PERIOD_ENDS[0] + GRACE))
-    await asyncio.wait_for(stalls.reached.wait(), 15)
-
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    assert not advance.done()
+    sub, _, advance = await killed_mid_close(billing, StallsInClose(billing.engine, GRACE))
     async with build_worker(billing.env.client, billing.engine, billing.task_queue, GRACE):
         await asyncio.wait_for(advance, 60)
     await assert_one_invoice_per_period(
