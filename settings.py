@@ -56,6 +56,20 @@ class Settings(BaseSettings):
         default=timedelta(minutes=5),
         description="How often the reconciler Schedule starts any missing subscription workflow.",
     )
+    stripe_api_base: str = Field(
+        default="",
+        description="Base URL of every Stripe API call (customers' revenue sources, payments); empty: "
+        "Stripe's own (https://api.stripe.com). Point it at a Stripe fake (localstripe) to run offline.",
+    )
+    source_poll_interval: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How often each source installation polls its customer's Stripe for paid invoices.",
+    )
+    source_polls_per_run: int = Field(
+        default=100,
+        gt=0,
+        description="Polls a source installation's workflow makes before it continues as new.",
+    )
     log_level: str = Field(default="INFO", description="Python log level for API and worker.")
     secret_key: SecretStr = Field(
         default=SecretStr(""),

@@ -476,3 +476,123 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[int]
     created_at: Mapped[datetime]  # when it was made, in the endpoint workflow's time
     next_attempt_at: Mapped[datetime | None]  # None: delivered, or the schedule is exhausted
+
+
+class Source(Base, Tenant):
+    """A plan's revenue source (behavior §9.2): the template each customer's installation follows."""
+
+    __tablename__ = "sources"
+    __table_args__ = (CheckConstraint("processing_mode in ('automatic', 'manual')", name="processing_mode"),)
+
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))  # stripe_revenue
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    processing_mode: Mapped[str] = mapped_column(String(16))
+    # metadata.billableMetricMapping.revenue, checked and kept as a column for the approval's lookup.
+    revenue_metric_id: Mapped[str] = mapped_column(ForeignKey("billable_metrics.id"))
+
+
+class SourceRule(Base, Tenant):
+    """An auto-approval rule (D17): all conditions must match; ascending order, ties by created_at."""
+
+    __tablename__ = "source_rules"
+    __table_args__ = (CheckConstraint('"order" between 0 and 999', name="order"),)
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    order: Mapped[int] = mapped_column(default=0)
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    evaluation_count: Mapped[int] = mapped_column(default=0)
+    match_count: Mapped[int] = mapped_column(default=0)
+    last_evaluated_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class SourceInstallation(Base, Tenant):
+    """A source connected to one subscription with the customer's Stripe key (D15). Its
+    SourceInstallationWorkflow writes every status change after the API creates it `pending`."""
+
+    __tablename__ = "source_installations"
+    __table_args__ = (
+        CheckConstraint("status in ('pending', 'active', 'disconnected', 'error')", name="status"),
+        CheckConstraint("key_mode in ('test', 'live')", name="key_mode"),
+        # One connection per source and subscription until it is disconnected.
+        Index(
+            "uq_source_installations_live",
+            "source_id",
+            "subscription_id",
+            unique=True,
+            postgresql_where=text("status <> 'disconnected'"),
+        ),
+    )
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"), index=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    provider_type: Mapped[str] = mapped_column(String(16), default="api_key")
+    status: Mapped[str] = mapped_column(String(16))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    last_sync_at: Mapped[datetime | None]
+    connected_at: Mapped[datetime | None]
+    disconnected_at: Mapped[datetime | None]
+    key_sealed: Mapped[str] = mapped_column(Text)  # integrations/secret_box.py; never returned or logged
+    key_last4: Mapped[str] = mapped_column(String(4))
+    key_mode: Mapped[str] = mapped_column(String(4))
+    # Stripe's own time (unix seconds): invoices paid at or after it are imported. Starts at the connect
+    # time, or at importFrom for a backfill.
+    cursor: Mapped[int] = mapped_column(BigInteger)
+
+
+class SourceEvent(Base, Tenant):
+    """One paid Stripe invoice of an installation (D16): pending → processed | failed | rejected."""
+
+    __tablename__ = "source_events"
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_event_id", name="uq_source_events_external"),
+        CheckConstraint("status in ('pending', 'processed', 'failed', 'rejected')", name="status"),
+        Index("ix_source_events_listing", "source_id", "status", "created_at"),
+        Index("ix_source_events_installation", "installation_id", "status"),
+    )
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    installation_id: Mapped[str] = mapped_column(ForeignKey("source_installations.id"))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    external_event_id: Mapped[str] = mapped_column(String(255))  # the Stripe invoice id
+    status: Mapped[str] = mapped_column(String(16))
+    raw_data: Mapped[dict[str, Any]] = mapped_column(Json)
+    amount: Mapped[Decimal]  # amount paid, in major units of `currency`
+    currency: Mapped[str] = mapped_column(String(3))  # upper case
+    customer_name: Mapped[str | None] = mapped_column(Text)  # the Stripe invoice's customer, for rules
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    paid_at: Mapped[datetime]  # Stripe's status_transitions.paid_at
+    # When the approved revenue counts: paid_at, or the test clock's time at import for an installation of
+    # a clock-bound subscription.
+    usage_at: Mapped[datetime]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None]
+    processed_by: Mapped[str | None] = mapped_column(String(64))
+    usage_event_ids: Mapped[list[str]] = mapped_column(Json, default=list)
+    matched_rule_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuthorizationLink(Base, Tenant):
+    """A single-use signup link for one plan (seed 000): pending → completed | expired."""
+
+    __tablename__ = "authorization_links"
+    __table_args__ = (CheckConstraint("status in ('pending', 'completed', 'expired')", name="status"),)
+
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    email: Mapped[str | None] = mapped_column(Text)  # pre-filled on the page when the merchant gave one
+    redirect_url: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    completed_at: Mapped[datetime | None]

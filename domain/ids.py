@@ -35,6 +35,8 @@ PREFIXES = {
     "source": "src",
     "source_event": "sev",
     "source_installation": "sin",
+    "source_rule": "rule",
+    "authorization_link": "auth",
 }
 # Paygentic's spec pins test clock ids to exactly 16 characters after the prefix.
 LENGTHS = {"tc": 16}

@@ -43,11 +43,23 @@ from temporalio.service import RPCError, RPCStatusCode
 from workflows import search_attributes as sa
 from workflows.ids import (
     WEBHOOK_RELAY_WORKFLOW_ID,
+    source_installation_workflow_id,
     subscription_workflow_id,
     test_clock_workflow_id,
     webhook_endpoint_workflow_id,
 )
 from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
+from workflows.source_installation import SourceInstallationWorkflow
+from workflows.source_messages import (
+    AwaitConnected,
+    Connected,
+    Disconnected,
+    DisconnectRequest,
+    InstallationInput,
+    PollNow,
+    ReviewEvents,
+    ReviewResult,
+)
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import (
     AwaitCreated,
@@ -155,6 +167,57 @@ async def ensure_webhook_relay(client: Client, task_queue: str, relay: RelayInpu
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+
+
+# ---- source installations -------------------------------------------------------------------------------
+
+
+async def connect_installation(
+    client: Client,
+    task_queue: str,
+    installation: InstallationInput,
+    search_attributes: Sequence[SearchAttributePair[Any]] = (),
+) -> Connected:
+    """Start the installation's workflow (or find it) and wait until it has validated the customer's key:
+    one update-with-start round trip, so the API's connect answers `active` or `error`. The start carries
+    `search_attributes` (sa.installation of the row)."""
+    start = WithStartWorkflowOperation(
+        SourceInstallationWorkflow.run,
+        installation,
+        id=source_installation_workflow_id(installation.installation_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(list(search_attributes)),
+    )
+    return await client.execute_update_with_start_workflow(
+        SourceInstallationWorkflow.await_connected,
+        AwaitConnected(installation_id=installation.installation_id),
+        start_workflow_operation=start,
+    )
+
+
+async def review_source_events(client: Client, installation_id: str, request: ReviewEvents) -> ReviewResult:
+    """Approve or reject events of one installation through its workflow. A refused single review raises
+    WorkflowUpdateFailedError whose cause is an ApplicationError (type NotPending, …)."""
+    handle = client.get_workflow_handle(source_installation_workflow_id(installation_id))
+    return await handle.execute_update(SourceInstallationWorkflow.review, request)
+
+
+async def disconnect_installation(
+    client: Client, installation_id: str, request: DisconnectRequest | None = None
+) -> Disconnected:
+    handle = client.get_workflow_handle(source_installation_workflow_id(installation_id))
+    return await handle.execute_update(SourceInstallationWorkflow.disconnect, request or DisconnectRequest())
+
+
+async def poll_installation_now(client: Client, installation_id: str, reason: str = "") -> None:
+    """Signal the installation to poll at once; an installation whose workflow has ended is left alone."""
+    handle = client.get_workflow_handle(source_installation_workflow_id(installation_id))
+    try:
+        await handle.signal(SourceInstallationWorkflow.poll_now, PollNow(reason=reason))
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 # ---- test clocks -----------------------------------------------------------------------------------------

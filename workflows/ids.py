@@ -16,3 +16,7 @@ def webhook_endpoint_workflow_id(endpoint_id: str) -> str:
 
 
 WEBHOOK_RELAY_WORKFLOW_ID = "webhook-relay"
+
+
+def source_installation_workflow_id(installation_id: str) -> str:
+    return f"source-installation-{installation_id}"

@@ -14,8 +14,20 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("AccrueCustomerId")
 SUBSCRIPTION_STATUS = SearchAttributeKey.for_keyword("AccrueSubscriptionStatus")
 PLAN_ID = SearchAttributeKey.for_keyword("AccruePlanId")
 TEST_CLOCK_ID = SearchAttributeKey.for_keyword("AccrueTestClockId")
+SOURCE_ID = SearchAttributeKey.for_keyword("AccrueSourceId")
+SUBSCRIPTION_ID = SearchAttributeKey.for_keyword("AccrueSubscriptionId")
+INSTALLATION_STATUS = SearchAttributeKey.for_keyword("AccrueInstallationStatus")
 
-ALL = (MERCHANT_ID, CUSTOMER_ID, SUBSCRIPTION_STATUS, PLAN_ID, TEST_CLOCK_ID)
+ALL = (
+    MERCHANT_ID,
+    CUSTOMER_ID,
+    SUBSCRIPTION_STATUS,
+    PLAN_ID,
+    TEST_CLOCK_ID,
+    SOURCE_ID,
+    SUBSCRIPTION_ID,
+    INSTALLATION_STATUS,
+)
 
 
 def subscription(
@@ -32,3 +44,16 @@ def subscription(
     if test_clock_id:
         pairs.append(SearchAttributePair(TEST_CLOCK_ID, test_clock_id))
     return pairs
+
+
+def installation(
+    merchant_id: str, source_id: str, subscription_id: str, status: str
+) -> list[SearchAttributePair[str]]:
+    """A source installation workflow's attributes: the API's connect sets them at start, the workflow
+    upserts the status on each transition."""
+    return [
+        SearchAttributePair(MERCHANT_ID, merchant_id),
+        SearchAttributePair(SOURCE_ID, source_id),
+        SearchAttributePair(SUBSCRIPTION_ID, subscription_id),
+        SearchAttributePair(INSTALLATION_STATUS, status),
+    ]

@@ -86,8 +86,10 @@ class ClockAdvance(BaseModel):
 
 
 class ClockAdvanced(BaseModel):
+    """The answer of every clock-bound workflow (subscriptions, source installations) to `advance_clock`."""
+
     processed_up_to: datetime
-    status: SubscriptionStatus
+    status: str  # the answering workflow's own status (a subscription's, an installation's)
 
 
 class AwaitCreated(BaseModel):
