@@ -522,13 +522,14 @@ class SourceInstallation(Base, Tenant):
     __table_args__ = (
         CheckConstraint("status in ('pending', 'active', 'disconnected', 'error')", name="status"),
         CheckConstraint("key_mode in ('test', 'live')", name="key_mode"),
-        # One connection per source and subscription until it is disconnected.
+        # One live connection per source and subscription; one in `error` or `disconnected` is replaced by
+        # connecting again.
         Index(
             "uq_source_installations_live",
             "source_id",
             "subscription_id",
             unique=True,
-            postgresql_where=text("status <> 'disconnected'"),
+            postgresql_where=text("status in ('pending', 'active')"),
         ),
     )
 

@@ -88,7 +88,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_source_installations_merchant_id'), 'source_installations', ['merchant_id'], unique=False)
     op.create_index(op.f('ix_source_installations_source_id'), 'source_installations', ['source_id'], unique=False)
     op.create_index(op.f('ix_source_installations_subscription_id'), 'source_installations', ['subscription_id'], unique=False)
-    op.create_index('uq_source_installations_live', 'source_installations', ['source_id', 'subscription_id'], unique=True, postgresql_where=sa.text("status <> 'disconnected'"))
+    op.create_index('uq_source_installations_live', 'source_installations', ['source_id', 'subscription_id'], unique=True, postgresql_where=sa.text("status in ('pending', 'active')"))
     op.create_table('source_rules',
     sa.Column('source_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.Text(), nullable=False),
@@ -156,7 +156,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_source_rules_source_id'), table_name='source_rules')
     op.drop_index(op.f('ix_source_rules_merchant_id'), table_name='source_rules')
     op.drop_table('source_rules')
-    op.drop_index('uq_source_installations_live', table_name='source_installations', postgresql_where=sa.text("status <> 'disconnected'"))
+    op.drop_index('uq_source_installations_live', table_name='source_installations', postgresql_where=sa.text("status in ('pending', 'active')"))
     op.drop_index(op.f('ix_source_installations_subscription_id'), table_name='source_installations')
     op.drop_index(op.f('ix_source_installations_source_id'), table_name='source_installations')
     op.drop_index(op.f('ix_source_installations_merchant_id'), table_name='source_installations')
