@@ -23,6 +23,7 @@ from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from settings import Settings
 from tests.e2e.dev_server import temporal_dev_server  # noqa: F401  (session fixture for api and e2e)
+from tests.stripe_fake import stripe_fake  # noqa: F401  (session fixture: a Stripe fake's base URL)
 
 
 def free_port() -> int:
