@@ -33,6 +33,10 @@ from api.routers import (
     portal,
     prices,
     products,
+    source_events,
+    source_installations,
+    source_rules,
+    sources,
     subscriptions,
     test_clocks,
     users,
@@ -61,6 +65,10 @@ ROUTERS = [
     test_clocks.router,
     payments.router,
     webhooks.router,
+    sources.router,
+    source_rules.router,
+    source_events.router,
+    source_installations.router,
     # HTML pages for payers, customers and merchants (no API key): hosted checkout, the customer portal and
     # the webhook portal.
     payments.page_router,

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 
 from api.problems import ApiError, conflict, invalid, not_found
-from api.source_temporal import UNREACHABLE, unavailable
+from api.source_temporal import UNREACHABLE, ClientSource, resolve, unavailable
 from api.wire import as_utc, iso
 from db.models import Source, SourceInstallation, Subscription
 from domain.ids import new_id
@@ -114,7 +114,7 @@ async def live_installation(
 async def connect(
     session: AsyncSession,
     settings: Settings,
-    client: Client,
+    client: ClientSource,
     *,
     merchant_id: str,
     environment: str,
@@ -134,6 +134,7 @@ async def connect(
     sub = await _subscription(session, merchant_id, environment, source, subscription_id)
     if (existing := await live_installation(session, source.id, sub.id)) is not None:
         raise already_connected(existing)
+    temporal = await resolve(client)  # before anything is stored: unreachable is a 503 that changed nothing
     row = SourceInstallation(
         id=new_id("source_installation"),
         merchant_id=merchant_id,
@@ -157,7 +158,7 @@ async def connect(
         if (existing := await live_installation(session, source_id, subscription_id)) is not None:
             raise already_connected(existing) from None
         raise conflict("The installation changed while this request ran; retry the request") from None
-    await _start(session, settings, client, row, merchant_id)
+    await _start(session, settings, temporal, row, merchant_id)
     await session.refresh(row)  # the workflow wrote the validation's outcome
     return row
 

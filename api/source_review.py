@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.problems import ApiError, conflict
-from api.source_temporal import UNREACHABLE, unavailable
+from api.source_temporal import UNREACHABLE, ClientSource, resolve, unavailable
 from db.models import Source, SourceEvent
 from workflows.client import review_source_events
 from workflows.source_messages import ReviewAction, ReviewEvents, ReviewFailure, ReviewResult
@@ -41,7 +41,7 @@ def not_pending(event_id: str, status: str, action: ReviewAction) -> ApiError:
 
 async def review(
     session: AsyncSession,
-    client: Client,
+    client: ClientSource,
     source: Source,
     event_ids: Sequence[str],
     action: ReviewAction,
@@ -65,14 +65,17 @@ async def review(
         groups.setdefault(installation_id, []).append(event_id)
     # End the read before the workflows write the reviews (a commit of nothing keeps `source` loaded).
     await session.commit()
-    request = ReviewEvents(action=action, event_ids=[], processed_by=processed_by, single=single)
-    outcomes = await asyncio.gather(
-        *(
-            _review_one(client, installation_id, request.model_copy(update={"event_ids": members}))
-            for installation_id, members in groups.items()
-        ),
-        return_exceptions=True,
-    )
+    outcomes: list[ReviewResult | BaseException | None] = []
+    if groups:  # ids none of which is in the source need no workflow
+        temporal = await resolve(client)
+        request = ReviewEvents(action=action, event_ids=[], processed_by=processed_by, single=single)
+        outcomes = await asyncio.gather(
+            *(
+                _review_one(temporal, installation_id, request.model_copy(update={"event_ids": members}))
+                for installation_id, members in groups.items()
+            ),
+            return_exceptions=True,
+        )
     merged = ReviewResult(
         failed=[ReviewFailure(id=i, error=not_in_source(source_id)) for i in ids if i not in found]
     )
