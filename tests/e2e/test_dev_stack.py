@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +63,12 @@ def alive(process: psutil.Process) -> bool:
 class Dev:
     """One `accrue dev` subprocess whose output is drained continuously (a full pipe would stall it)."""
 
-    def __init__(self, data_dir: Path, ports: Ports) -> None:
+    def __init__(self, data_dir: Path, ports: Ports, env: Mapping[str, str] | None = None) -> None:
         argv = [ACCRUE, "dev", "--data-dir", str(data_dir), "--api-port", str(ports.api)]
         argv += ["--temporal-port", str(ports.temporal), "--ui-port", str(ports.ui)]
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            env=clean_env(),
+            env=clean_env() | dict(env or {}),
         )  # fmt: skip
         self.lines: list[str] = []
         self.fresh: queue.Queue[str | None] = queue.Queue()
