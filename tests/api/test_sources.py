@@ -7,84 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.merchants import NewMerchant
-from db.models import BillableMetric, Plan, Product, Source, SourceRule
+from db.models import Source, SourceRule
 from db.session import session_factory
+from tests.api.source_harness import World, api_client, make_world
 from tests.factories import Factory
 from tests.helpers import assert_error, field_errors
 
 REVENUE = "metadata.billableMetricMapping.revenue"
-
-
-@dataclass
-class World:
-    """A product with a USD revenue metric and a USD plan, seen through one merchant's API client."""
-
-    http: httpx.AsyncClient
-    factory: Factory
-    product: Product
-    metric: BillableMetric
-    plan: Plan
-
-    async def revenue_metric(self, **over: Any) -> BillableMetric:
-        values = {
-            "name": "revenue_usd",
-            "unit": "USD",
-            "aggregation": "SUM",
-            "value_property": "$.amount",
-            "event_type": "stripe.revenue",
-            "product_id": self.product.id,
-        } | over
-        return await self.factory.metric(**values)
-
-    def body(self, **over: Any) -> dict[str, Any]:
-        return {
-            "name": "Stripe revenue",
-            "planId": self.plan.id,
-            "type": "stripe_revenue",
-            "metadata": {"billableMetricMapping": {"revenue": self.metric.id}},
-        } | over
-
-    async def source(self, **over: Any) -> dict[str, Any]:
-        response = await self.http.post("/v0/sources", json=self.body(**over))
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def rule(self, source_id: str, **over: Any) -> httpx.Response:
-        body = {
-            "sourceId": source_id,
-            "name": "Trusted",
-            "conditions": [{"type": "customerEmail", "operator": "domain", "value": "@trusted.com"}],
-        } | over
-        return await self.http.post("/v0/sourceRules", json=body)
-
-
-async def make_world(http: httpx.AsyncClient, factory: Factory) -> World:
-    product = await factory.product()
-    metric = await factory.metric(
-        product_id=product.id,
-        name="revenue_usd",
-        unit="USD",
-        aggregation="SUM",
-        value_property="$.amount",
-        event_type="stripe.revenue",
-    )
-    plan = await factory.plan(product_id=product.id)
-    return World(http, factory, product, metric, plan)
-
-
-def api_client(api_url: str, merchant: NewMerchant) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {merchant.api_key}"}
-    return httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30)
 
 
 @pytest.fixture
