@@ -15,12 +15,14 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.health import HealthActivities
 from activities.heartbeat import HeartbeatInterceptor
 from activities.reconciler import ReconcilerActivities
+from activities.source_installation import SourceInstallationActivities
 from activities.subscription import SubscriptionActivities
 from activities.test_clock import TestClockActivities
 from activities.webhook_delivery import WebhookDeliveryActivities, http_client
 from activities.webhook_relay import WebhookRelayActivities
 from db.session import create_engine
 from integrations.secret_box import SecretBox, startup_warning
+from integrations.stripe_revenue import StripeRevenue
 from settings import Settings
 from workflows.client import (
     connect,
@@ -30,6 +32,7 @@ from workflows.client import (
 )
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
+from workflows.source_installation import SourceInstallationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.test_clock import TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
@@ -42,6 +45,7 @@ WORKFLOWS = [
     TestClockWorkflow,
     WebhookRelayWorkflow,
     WebhookEndpointWorkflow,
+    SourceInstallationWorkflow,
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ def build_worker(
     secret_key: str = "",  # Settings.secret_key: opens the endpoints' sealed signing secrets
     webhook_http: httpx.AsyncClient | None = None,  # run() passes one it closes; tests let the worker own it
     cached_workflows: int = 1000,  # Settings.worker_cached_workflows
+    stripe_api_base: str = "",  # Settings.stripe_api_base: customers' Stripe accounts (empty: Stripe's own)
 ) -> Worker:
     health = HealthActivities(engine)
     subscriptions = SubscriptionActivities(engine, grace_period, base_url)
@@ -63,6 +68,9 @@ def build_worker(
     clocks = TestClockActivities(engine, client)
     relay = WebhookRelayActivities(engine, client, task_queue)
     deliveries = WebhookDeliveryActivities(engine, SecretBox(secret_key), webhook_http or http_client())
+    installations = SourceInstallationActivities(
+        engine, StripeRevenue(stripe_api_base), SecretBox(secret_key)
+    )
     return Worker(
         client,
         task_queue=task_queue,
@@ -74,6 +82,7 @@ def build_worker(
             *clocks.all(),
             relay.relay_outbox,
             *deliveries.all(),
+            *installations.all(),
         ],
         # Every workflow run pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays
@@ -105,6 +114,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings.secret_key.get_secret_value(),
                 webhook_http,
                 settings.worker_cached_workflows,
+                settings.stripe_api_base,
             )
             async with worker:
                 await (stop or asyncio.Event()).wait()

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Subscription
-from workflows.ids import subscription_workflow_id
+from db.models import SourceEvent, SourceInstallation, Subscription
+from domain import status
+from workflows.ids import source_installation_workflow_id, subscription_workflow_id
 
 BoundIds = Callable[[AsyncSession, str, str | None, int], Awaitable[list[str]]]
 
@@ -35,8 +36,28 @@ async def _subscriptions(session: AsyncSession, clock_id: str, after: str | None
     return list(await session.scalars(query.order_by(Subscription.id).limit(limit)))
 
 
+async def _installations(session: AsyncSession, clock_id: str, after: str | None, limit: int) -> list[str]:
+    # Those whose workflow runs: polling, or stopped with events still pending (it waits for their review).
+    pending = exists().where(
+        SourceEvent.installation_id == SourceInstallation.id, SourceEvent.status == "pending"
+    )
+    query = (
+        select(SourceInstallation.id)
+        .join(Subscription, Subscription.id == SourceInstallation.subscription_id)
+        .where(
+            Subscription.test_clock_id == clock_id,
+            or_(SourceInstallation.status.in_(status.INSTALLATION_POLLING), pending),
+        )
+    )
+    if after is not None:
+        query = query.where(SourceInstallation.id > after)
+    return list(await session.scalars(query.order_by(SourceInstallation.id).limit(limit)))
+
+
+# Subscriptions first: an advance closes their periods before installations import at the new time.
 KINDS: tuple[ClockBoundKind, ...] = (
     ClockBoundKind("subscription", _subscriptions, subscription_workflow_id),
+    ClockBoundKind("source installation", _installations, source_installation_workflow_id),
 )
 
 

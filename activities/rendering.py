@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas.invoices import InvoiceOut
+from api.schemas.source_views import InstallationOut, SourceEventOut
 from api.schemas.subscriptions import SubscriptionOut
 from db.invoice_totals import stored_totals
-from db.models import Invoice, Subscription
+from db.models import Invoice, SourceEvent, SourceInstallation, Subscription
 from db.subscriptions import view_rows
 
 
@@ -32,3 +33,16 @@ async def subscription_data(session: AsyncSession, sub: Subscription, base_url: 
         sub, invoice0=rows.invoice0, session=rows.payment, base_url=base_url, tax_rate=rows.tax_rate
     )
     return out.model_dump(mode="json", by_alias=True)
+
+
+async def installation_data(session: AsyncSession, installation: SourceInstallation) -> dict[str, Any]:
+    """GET …/installations/{id} of the installation as this transaction leaves it."""
+    await session.flush()
+    await session.refresh(installation, ["created_at", "updated_at"])
+    return InstallationOut.of(installation).model_dump(mode="json", by_alias=True)
+
+
+def source_event_data(event: SourceEvent) -> dict[str, Any]:
+    """GET /v0/sources/{id}/events/{eventId} of the event; its timestamps are already read (the batched
+    writes of db/sources.py return or set them), so no round trip."""
+    return SourceEventOut.of(event).model_dump(mode="json", by_alias=True)

@@ -80,6 +80,13 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     return int(round_money(amount, currency).scaleb(minor_units(currency), context=_EXACT))
 
 
+def from_minor_units(minor: int, currency: str) -> Decimal:
+    """The exact major-unit amount of an integer in the currency's minor unit (Stripe's 1999 USD → 19.99)."""
+    if type(minor) is not int:
+        raise TypeError(f"minor units must be an int, got {type(minor).__name__}")
+    return Decimal(minor).scaleb(-minor_units(currency), context=_EXACT)
+
+
 def to_nanos(amount: Decimal) -> int:
     """Nanodollars (10^-9 units), the atomic unit of wallets and usage billing; exact or it raises."""
     if not amount.is_finite():

@@ -27,6 +27,8 @@ InvoiceStatus = Literal[
 ]
 SubscriptionStatus = Literal["pending_payment", "active", "terminated"]
 PaymentSessionStatus = Literal["open", "declined", "completed", "expired", "cancelled"]
+InstallationStatus = Literal["pending", "active", "error", "disconnected"]
+SourceEventStatus = Literal["pending", "processed", "failed", "rejected"]
 
 INVOICE_STATUSES: tuple[InvoiceStatus, ...] = get_args(InvoiceStatus)
 SUBSCRIPTION_STATUSES: tuple[SubscriptionStatus, ...] = get_args(SubscriptionStatus)
@@ -97,6 +99,29 @@ PAYMENT_SESSION = Machine(
 )
 
 
+# A source installation (D15): `pending` until its workflow validated the key; `error` when Stripe refused
+# it (at connect, or revoked later); the customer may still disconnect one in error.
+INSTALLATION = Machine(
+    "source installation",
+    {
+        "pending": frozenset({"active", "error", "disconnected"}),
+        "active": frozenset({"error", "disconnected"}),
+        "error": frozenset({"disconnected"}),
+        "disconnected": frozenset(),
+    },
+)
+
+# A source event (D16): reviewed once. `failed` is an approval whose usage could not be recorded.
+SOURCE_EVENT = Machine(
+    "source event",
+    {
+        "pending": frozenset({"processed", "failed", "rejected"}),
+        "processed": frozenset(),
+        "failed": frozenset(),
+        "rejected": frozenset(),
+    },
+)
+
 # Named for the questions the activities and the API ask (tests/domain/test_status.py checks each against
 # the machines above).
 
@@ -113,3 +138,5 @@ INVOICE_FINALIZED: frozenset[InvoiceStatus] = (
 # The payer owes it.
 INVOICE_PAYABLE: frozenset[InvoiceStatus] = frozenset({"ISSUED", "PAYMENT_FAILED"})
 PAYMENT_SESSION_PAYABLE: frozenset[PaymentSessionStatus] = frozenset({"open", "declined"})
+# The installation's workflow polls the customer's Stripe.
+INSTALLATION_POLLING: frozenset[InstallationStatus] = frozenset({"pending", "active"})
