@@ -37,6 +37,7 @@ from db.sources import (
     installation_context,
     lock_events,
     pending_event_ids,
+    pending_for_invoices,
     rule_views,
     transaction_now,
     write_reviews,
@@ -299,8 +300,13 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
                 for i in invoices
             ]
             created = await insert_new_events(session, rows)
+            # A retried poll finds the pages an earlier attempt committed: their events are not created
+            # again, but the workflow must still hear that they are pending.
+            earlier = await pending_for_invoices(
+                session, inst.id, [i.id for i in invoices], exclude={e.id for e in created}
+            )
             if not created:
-                return _Imported()
+                return _Imported(pending=earlier)
             now = await transaction_now(session)
             approve: list[SourceEvent] = []
             pending: list[SourceEvent] = []
@@ -329,7 +335,10 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
             await add_outbox_rows(session, [_outbox_row(e, "source_event.pending.v0") for e in pending])
             done, failed = await _approve(session, ctx, approve, request.at, now)
             return _Imported(
-                imported=len(created), approved=len(done), failed=len(failed), pending=[e.id for e in pending]
+                imported=len(created),
+                approved=len(done),
+                failed=len(failed),
+                pending=earlier + [e.id for e in pending],
             )
 
     async def _finish(
@@ -343,7 +352,8 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
             assert ctx is not None
             inst = ctx.installation
             if inst.status in status.INSTALLATION_POLLING:
-                inst.cursor = max(inst.cursor, int(time.time()) if newest is None else newest)
+                # Disabled: past this second, so nothing paid up to now is ever imported (the cursor is ≥).
+                inst.cursor = max(inst.cursor, int(time.time()) + 1 if newest is None else newest)
                 inst.last_sync_at = request.at
             total = total or _Imported()
             summary = skipped or (

@@ -163,3 +163,17 @@ async def pending_event_ids(session: AsyncSession, installation_id: str) -> list
             .order_by(SourceEvent.id)
         )
     )
+
+
+async def pending_for_invoices(
+    session: AsyncSession, installation_id: str, invoice_ids: Sequence[str], exclude: set[str]
+) -> list[str]:
+    """Pending events of the installation for these Stripe invoices, but those in `exclude`."""
+    ids = await session.scalars(
+        select(SourceEvent.id).where(
+            SourceEvent.installation_id == installation_id,
+            SourceEvent.external_event_id.in_(list(invoice_ids)),
+            SourceEvent.status == "pending",
+        )
+    )
+    return [i for i in ids if i not in exclude]

@@ -79,6 +79,8 @@ class SourceInstallationWorkflow:
         self.finished = False
         self.continuing = False
         self.attention: str | None = None  # the last poll's non-retryable failure, for the Temporal UI
+        # Reviewed while a poll was out: its answer may still list them as pending.
+        self.reviewed_during_poll: set[str] | None = None
 
     # ---- messages -------------------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class SourceInstallationWorkflow:
             # Whatever the activity answered for is no longer pending (done, failed, or found not pending).
             answered = set(result.done) | {f.id for f in result.failed}
             state.pending_event_ids = [i for i in state.pending_event_ids if i not in answered]
+            if self.reviewed_during_poll is not None:
+                self.reviewed_during_poll |= answered
             self.woken = True
         failures = [ReviewFailure(id=i, error=f"source event {i} is not pending") for i in refused]
         return ReviewResult(done=result.done, failed=[*result.failed, *failures])
@@ -240,6 +244,7 @@ class SourceInstallationWorkflow:
         state.polls += 1
         self.polls_this_run += 1
         state.next_poll_at = at + self.poll_interval
+        self.reviewed_during_poll = set()
         try:
             polled: Polled = await self._stripe(
                 Activities.poll_installation,
@@ -254,9 +259,12 @@ class SourceInstallationWorkflow:
                 "installation %s: poll %d failed: %s", state.ref.installation_id, state.polls, self.attention
             )
             return
+        finally:
+            reviewed = self.reviewed_during_poll or set()
+            self.reviewed_during_poll = None
         self.attention = None
-        known = set(state.pending_event_ids)
-        state.pending_event_ids += [i for i in polled.new_pending_ids if i not in known]
+        known = set(state.pending_event_ids) | reviewed
+        state.pending_event_ids += list(dict.fromkeys(i for i in polled.new_pending_ids if i not in known))
         if polled.skipped is None or polled.status in POLLING:
             state.last_sync_at = at
         if polled.status != state.status:

@@ -22,7 +22,7 @@ from integrations.secret_box import SecretBox
 from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 from worker import build_worker
 from workflows import search_attributes as sa
-from workflows.client import connect_installation
+from workflows.client import connect_installation, disconnect_installation
 from workflows.ids import source_installation_workflow_id
 from workflows.source_messages import Connected, InstallationInput, InstallationState
 
@@ -116,6 +116,9 @@ class Revenue:
             return state
 
         return await eventually(done)
+
+    async def disconnect(self, installation_id: str) -> None:
+        await disconnect_installation(self.billing.env.client, installation_id)
 
     def handle(self, installation_id: str) -> WorkflowHandle[Any, Any]:
         return self.billing.env.client.get_workflow_handle(source_installation_workflow_id(installation_id))
