@@ -61,10 +61,14 @@ def build_worker(
     webhook_http: httpx.AsyncClient | None = None,  # run() passes one it closes; tests let the worker own it
     cached_workflows: int = 1000,  # Settings.worker_cached_workflows
     stripe_api_base: str = "",  # Settings.stripe_api_base: customers' Stripe accounts (empty: Stripe's own)
+    source_poll_interval: timedelta = timedelta(
+        minutes=5
+    ),  # Settings.source_poll_interval (reconciler starts)
+    source_polls_per_run: int = 100,  # Settings.source_polls_per_run
 ) -> Worker:
     health = HealthActivities(engine)
     subscriptions = SubscriptionActivities(engine, grace_period, base_url)
-    reconciler = ReconcilerActivities(engine, client, task_queue)
+    reconciler = ReconcilerActivities(engine, client, task_queue, source_poll_interval, source_polls_per_run)
     clocks = TestClockActivities(engine, client)
     relay = WebhookRelayActivities(engine, client, task_queue)
     deliveries = WebhookDeliveryActivities(engine, SecretBox(secret_key), webhook_http or http_client())
@@ -115,6 +119,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 webhook_http,
                 settings.worker_cached_workflows,
                 settings.stripe_api_base,
+                settings.source_poll_interval,
+                settings.source_polls_per_run,
             )
             async with worker:
                 await (stop or asyncio.Event()).wait()

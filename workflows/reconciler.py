@@ -1,4 +1,5 @@
-"""The reconciler: design.md's invariant that every subscription still owing work has a running workflow.
+"""The reconciler: design.md's invariant that every subscription still owing work, and every source
+installation still polling or holding pending events, has a running workflow.
 
 A crash between the API's commit and its workflow start, or an operator terminating a workflow by hand, leaves
 a subscription without one. A Temporal Schedule (`accrue-reconciler`, workflows/client.py) runs this
@@ -23,8 +24,8 @@ class ReconcileRequest(BaseModel):
 
 
 class ReconcileResult(BaseModel):
-    checked: int  # subscriptions that must have a running workflow
-    started: list[str] = []  # the subscription ids whose workflow was missing and is now started
+    checked: int  # subscriptions and source installations that must have a running workflow
+    started: list[str] = []  # the subscription (sub_) and installation (sin_) ids whose workflow was started
 
 
 class ReconcilerActivityDefs:

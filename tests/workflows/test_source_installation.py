@@ -21,6 +21,7 @@ from tests.workflows.billing_harness import GRACE
 from tests.workflows.conftest import time_skipping_server
 from tests.workflows.source_harness import POLL, Revenue, revenue_stack_for
 from workflows.client import review_source_events
+from workflows.reconciler import ReconcileRequest, ReconcilerWorkflow
 from workflows.source_messages import ReviewEvents
 
 D = Decimal
@@ -227,3 +228,26 @@ async def test_revoked_key_is_an_error_at_connect_and_later(revenue: Revenue) ->
     assert (state.status, state.pending_event_ids) == ("error", [pending.id])
     assert await review(revenue, second, "reject", [pending.id]) == ([pending.id], [])
     await revenue.handle(second).result()
+
+
+async def test_the_reconciler_restarts_an_installation_whose_workflow_is_gone(revenue: Revenue) -> None:
+    clock, sub, source = await clock_bound(revenue)
+    key = new_key()
+    installation, _ = await revenue.connect(source, sub, key)
+    pay_invoices(revenue.stripe, key, [900])
+    await revenue.billing.advance(clock, START + POLL)
+    [event] = await revenue.events(installation)
+    await revenue.handle(installation).terminate("an operator's mistake")
+
+    result = await revenue.billing.env.client.execute_workflow(
+        ReconcilerWorkflow.run,
+        ReconcileRequest(min_age_seconds=0, merchant_id=revenue.billing.merchant.merchant_id),
+        id=f"reconciler-{revenue.billing.task_queue}",
+        task_queue=revenue.billing.task_queue,
+    )
+    assert result.started == [installation]
+    # The new run loads its pending events from the database and goes on polling on the clock.
+    assert (await revenue.state(installation)).pending_event_ids == [event.id]
+    pay_invoices(revenue.stripe, key, [950])
+    await revenue.billing.advance(clock, START + 2 * POLL)
+    assert len(await revenue.events(installation)) == 2
