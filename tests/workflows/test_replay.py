@@ -1,6 +1,6 @@
-"""Replay: SubscriptionWorkflow and TestClockWorkflow must replay the histories they recorded earlier
-(tests/workflows/histories), so a change to a workflow that would break running ones fails here, not in
-production.
+"""Replay: every workflow (subscriptions, test clocks, webhooks, source installations) must replay the
+histories they recorded earlier (tests/workflows/histories), so a change to a workflow that would break
+running ones fails here, not in production.
 
 Re-record after an intended, versioned change to the workflow (docs/operations.md, "Replay histories"):
 
@@ -22,6 +22,7 @@ from temporalio.worker import Replayer
 from tests.workflows.billing_harness import GRACE, Billing
 from workflows.ids import subscription_workflow_id
 from workflows.ids import test_clock_workflow_id as clock_workflow_id
+from workflows.source_installation import SourceInstallationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.test_clock import TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
@@ -114,6 +115,7 @@ MIN_RUNS = {"thirteen-periods": 2}
 RECORDED_ELSEWHERE = {
     "webhook-endpoint",  # tests/workflows/test_webhook_delivery.py
     "webhook-relay",  # tests/workflows/test_webhook_relay.py
+    "source-installation",  # tests/workflows/test_source_installation.py
 }
 
 
@@ -134,7 +136,13 @@ async def run_chain(billing: Billing, workflow_id: str) -> list[WorkflowHistory]
 async def replay(histories: list[WorkflowHistory]) -> None:
     """Fails on any nondeterminism (and on a workflow task that fails while replaying)."""
     replayer = Replayer(
-        workflows=[SubscriptionWorkflow, TestClockWorkflow, WebhookEndpointWorkflow, WebhookRelayWorkflow],
+        workflows=[
+            SubscriptionWorkflow,
+            TestClockWorkflow,
+            WebhookEndpointWorkflow,
+            WebhookRelayWorkflow,
+            SourceInstallationWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
     for history in histories:

@@ -20,7 +20,9 @@ from tests.stripe_fake import new_key, pay_invoices, revoke_key
 from tests.workflows.billing_harness import GRACE
 from tests.workflows.conftest import time_skipping_server
 from tests.workflows.source_harness import POLL, Revenue, revenue_stack_for
+from tests.workflows.test_replay import RECORD, replay, run_chain, save
 from workflows.client import review_source_events
+from workflows.ids import source_installation_workflow_id
 from workflows.reconciler import ReconcileRequest, ReconcilerWorkflow
 from workflows.source_messages import ReviewEvents
 
@@ -251,3 +253,25 @@ async def test_the_reconciler_restarts_an_installation_whose_workflow_is_gone(re
     pay_invoices(revenue.stripe, key, [950])
     await revenue.billing.advance(clock, START + 2 * POLL)
     assert len(await revenue.events(installation)) == 2
+
+
+async def test_a_whole_lifecycle_replays(revenue: Revenue) -> None:
+    """Connect, two polls (then continue-as-new), a single approval, a bulk rejection, a disconnect that
+    ends the workflow; recorded as histories/source-installation-<run>.json (ACCRUE_RECORD_HISTORIES=1) and
+    replayed by test_replay.py with every other recorded history."""
+    revenue.polls_per_run = 2
+    clock, sub, source = await clock_bound(revenue)
+    key = new_key()
+    installation, _ = await revenue.connect(source, sub, key)
+    pay_invoices(revenue.stripe, key, [100, 200])
+    await revenue.billing.advance(clock, START + POLL)
+    first, second = await revenue.events(installation)
+    assert await review(revenue, installation, "approve", [first.id], single=True) == ([first.id], [])
+    assert await review(revenue, installation, "reject", [second.id]) == ([second.id], [])
+    await revenue.disconnect(installation)
+    await revenue.handle(installation).result()
+    chain = await run_chain(revenue.billing, source_installation_workflow_id(installation))
+    assert len(chain) == 2
+    await replay(chain)
+    if RECORD:
+        save("source-installation", chain)
