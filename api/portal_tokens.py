@@ -28,6 +28,7 @@ log = logging.getLogger("accrue.api")
 # kind of link (a customer portal token never opens the webhook portal, nor the other way round).
 _PREFIX = b"accrue-portal-v1."
 _WEBHOOKS_PREFIX = b"accrue-webhooks-portal-v1."
+_SOURCE_REVIEW_PREFIX = b"accrue-source-review-v1."
 # A webhook portal link can reveal signing secrets and change endpoints: it lives an hour, long enough to
 # set up an endpoint and watch a test event arrive, short enough that a leaked link soon stops working.
 WEBHOOKS_PORTAL_LIFETIME = timedelta(hours=1)
@@ -157,6 +158,47 @@ def verify_webhooks_portal(token: str, key: bytes, now: datetime | None = None) 
         claim = WebhooksPortalClaim(
             merchant_id=_text(body["mer"]),
             environment=_text(body["env"]),
+            expires_at=_expiry(body["exp"]),
+        )
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise TokenInvalid from None
+    if (now or datetime.now(UTC)) >= claim.expires_at:
+        raise TokenExpired
+    return claim
+
+
+@dataclass(frozen=True)
+class SourceReviewClaim:
+    source_id: str
+    merchant_id: str
+    environment: str
+    user_id: str  # who asked for the link: the processedBy of what the page approves or rejects
+    expires_at: datetime  # whole seconds, UTC
+
+
+def issue_source_review(
+    source_id: str, merchant_id: str, environment: str, user_id: str, expires_at: datetime, key: bytes
+) -> str:
+    """A review page link's token: one source's pending events, reviewed on behalf of `user_id`."""
+    body: dict[str, object] = {
+        "src": source_id,
+        "mer": merchant_id,
+        "env": environment,
+        "usr": user_id,
+        "exp": int(expires_at.timestamp()),
+    }
+    return _seal(body, key, _SOURCE_REVIEW_PREFIX)
+
+
+def verify_source_review(token: str, key: bytes, now: datetime | None = None) -> SourceReviewClaim:
+    """The claim of a review token this deployment signed; TokenInvalid or TokenExpired otherwise."""
+    body = _open(token, key, _SOURCE_REVIEW_PREFIX)
+    try:
+        claim = SourceReviewClaim(
+            source_id=_text(body["src"]),
+            merchant_id=_text(body["mer"]),
+            environment=_text(body["env"]),
+            user_id=_text(body["usr"]),
             expires_at=_expiry(body["exp"]),
         )
     except (ValueError, KeyError, TypeError, OverflowError):
