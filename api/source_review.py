@@ -135,13 +135,10 @@ async def _review_one(client: Client, installation_id: str, request: ReviewEvent
 async def _not_pending(
     session: AsyncSession, event_ids: list[str], action: ReviewAction, single: bool
 ) -> list[ReviewFailure]:
-    statuses = dict(
-        (
-            await session.execute(
-                select(SourceEvent.id, SourceEvent.status).where(SourceEvent.id.in_(event_ids))
-            )
-        ).tuples()
+    rows = await session.execute(
+        select(SourceEvent.id, SourceEvent.status).where(SourceEvent.id.in_(event_ids))
     )
+    statuses = {event_id: status for event_id, status in rows}
     await session.commit()
     if single:
         event_id = event_ids[0]
