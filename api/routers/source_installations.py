@@ -7,8 +7,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.app_state import settings_of
 from api.deps import Context, Ctx, Paging
@@ -16,10 +14,10 @@ from api.problems import not_found
 from api.schemas.source_views import InstallationOut
 from api.schemas.sources import InstallationCreate
 from api.source_connect import connect
-from api.source_temporal import UNREACHABLE, lazy_client, reachable_client, unavailable
+from api.source_disconnect import disconnect
+from api.source_temporal import lazy_client
 from api.wire import ListResponse, list_envelope
 from db.models import Source, SourceInstallation
-from workflows.client import disconnect_installation
 
 router = APIRouter(prefix="/v0/sources", tags=["sources"])
 
@@ -82,21 +80,11 @@ async def get_installation(id: str, installationId: str, ctx: Context) -> Instal
 
 
 @router.delete("/{id}/installations/{installationId}", response_model=InstallationOut)
-async def disconnect(id: str, installationId: str, ctx: Context, request: Request) -> InstallationOut:
+async def disconnect_source_installation(
+    id: str, installationId: str, ctx: Context, request: Request
+) -> InstallationOut:
     """Stop polling: the installation becomes `disconnected` (`source.disconnected.v0`). Idempotent: an
     installation already disconnected, or in `error` with its workflow ended, answers as it is."""
     row = await _installation(ctx, id, installationId)
-    if row.status in ("pending", "active"):
-        client = await reachable_client(request.app, "disconnect the installation")
-        await ctx.session.commit()  # end the read: the workflow writes the disconnection
-        try:
-            await disconnect_installation(client, row.id)
-        except WorkflowUpdateFailedError:
-            pass  # refused: already disconnected (or in error); the row says which
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise unavailable("disconnect the installation", exc) from None
-        except UNREACHABLE as exc:
-            raise unavailable("disconnect the installation", exc) from None
-        await ctx.session.refresh(row)
+    row = await disconnect(ctx.session, lazy_client(request.app, "disconnect the installation"), row)
     return InstallationOut.of(row)

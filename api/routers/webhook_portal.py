@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +24,7 @@ from api import portal_tokens
 from api.app_state import settings_of, wake_webhook_endpoints
 from api.deps import Session
 from api.pages import webhook_portal as pages
+from api.same_site import same_site
 from api.wire import iso
 from db import webhooks as store
 from db.models import Organization
@@ -76,26 +77,9 @@ async def _open(token: str, request: Request, session: AsyncSession) -> Opened |
 async def _open_form(token: str, request: Request, session: AsyncSession) -> Opened | HTMLResponse:
     """_open for a form's post, which must also come from the portal's own pages."""
     opened = await _open(token, request, session)
-    if isinstance(opened, Opened) and not _same_site(request):
+    if isinstance(opened, Opened) and not same_site(request):
         return pages.cross_site_page()
     return opened
-
-
-def _same_site(request: Request) -> bool:
-    """Whether the browser says the form came from this site's own pages. Sec-Fetch-Site says it when
-    sent; Origin is no help then, as the pages' no-referrer policy makes browsers send `Origin: null` on
-    their own forms. Clients that send neither (curl, older browsers) are let through: the token in the
-    path is what protects the form."""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return True
-    own = {f"{request.url.scheme}://{request.url.netloc}"}
-    base = urlsplit(settings_of(request).base_url)
-    own.add(f"{base.scheme}://{base.netloc}")
-    return origin in own
 
 
 async def _form(request: Request) -> dict[str, list[str]]:

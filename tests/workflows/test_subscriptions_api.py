@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from api.routers import subscriptions as subscriptions_router
+from api import subscription_create
 from db.merchants import NewMerchant
 from db.models import Invoice, PaymentSession, Subscription
 from db.session import session_factory
@@ -440,7 +440,7 @@ async def test_a_create_its_workflow_cannot_finish_is_503_and_a_repeat_finishes_
     create says so, and the same request repeated once a worker runs answers with the one subscription."""
     plan = await fee_plan(idle_billing, "12.34")
     customer = await idle_billing.customer()
-    monkeypatch.setattr(subscriptions_router, "CREATE_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(subscription_create, "CREATE_TIMEOUT_SECONDS", 1.0)
     body = {"name": "Acme - Pro", "planId": plan, "customerId": customer, "startedAt": JAN31.isoformat()}
     response = await idle_billing.http.post("/v0/subscriptions", json=body)
     message = assert_error(response, 503, "service_unavailable")["message"]
