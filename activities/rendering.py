@@ -3,7 +3,7 @@ so a payload says exactly what GET says for the same state of the resource."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +12,7 @@ from api.schemas.source_views import InstallationOut, SourceEventOut
 from api.schemas.subscriptions import SubscriptionOut
 from db.invoice_totals import stored_totals
 from db.models import Invoice, SourceEvent, SourceInstallation, Subscription
+from db.sources import EventRow
 from db.subscriptions import view_rows
 
 
@@ -42,7 +43,8 @@ async def installation_data(session: AsyncSession, installation: SourceInstallat
     return InstallationOut.of(installation).model_dump(mode="json", by_alias=True)
 
 
-def source_event_data(event: SourceEvent) -> dict[str, Any]:
+def source_event_data(event: SourceEvent | EventRow) -> dict[str, Any]:
     """GET /v0/sources/{id}/events/{eventId} of the event; its timestamps are already read (the batched
-    writes of db/sources.py return or set them), so no round trip."""
-    return SourceEventOut.of(event).model_dump(mode="json", by_alias=True)
+    writes of db/sources.py return or set them), so no round trip. An EventRow has every column
+    SourceEventOut reads."""
+    return SourceEventOut.of(cast(SourceEvent, event)).model_dump(mode="json", by_alias=True)

@@ -8,6 +8,7 @@
   Stripe's 401 JSON error), inject failures (the next N requests of a key get a 429 or 500 with Stripe's
   error JSON), backdate invoices (Stripe test data is created "now"; backfill and lookback tests need older
   ones), count a key's requests.
+- **`customer_name` on invoices**, as Stripe has it (localstripe's lack it).
 - **`pay_invoices`**: makes paid invoices in an account through the real `stripe` library (a subscription
   per invoice on a plan of 1 cent × quantity, since localstripe only pays invoices of subscriptions).
 
@@ -192,6 +193,16 @@ def build_app() -> Any:
 
     async def health(request: Any) -> Any:
         return web.json_response({"ok": True})
+
+    def customer_name(invoice: Any) -> str | None:
+        try:
+            return getattr(resources.Customer._api_retrieve(invoice.customer), "name", None)
+        except Exception:  # a deleted customer: Stripe keeps the name it had, we have none
+            return None
+
+    # Stripe's invoices carry `customer_name` (the customer's name when the invoice was finalized);
+    # localstripe's do not. Its _export lists properties, so one is enough.
+    resources.Invoice.customer_name = property(customer_name)
 
     app = server.app
     app.middlewares.insert(0, account_middleware)
