@@ -169,3 +169,33 @@ async def test_concurrent_connects_make_one_installation(revenue: Revenue) -> No
     assert sorted(r.status_code for r in responses) == [201, 409, 409]
     listed = await revenue.billing.get(f"/v0/sources/{source_id}/installations")
     assert listed["pagination"]["total"] == 1
+
+
+async def test_an_approval_in_another_currency_answers_the_failed_event(
+    revenue: Revenue, sdk: Paygentic
+) -> None:
+    source_id, sub = await manual_source(revenue)
+    key = new_key()
+    inst = (await connect(revenue, source_id, sub, key)).json()
+    pay_invoices(revenue.stripe, key, [5_000], currency="eur")
+    await poll_installation_now(revenue.billing.env.client, inst["id"], "test")
+
+    async def one_pending() -> str:
+        page = await sdk.sources.events.list_async(id=source_id, status="pending")
+        assert len(page.data or []) == 1
+        return (page.data or [])[0].id
+
+    event_id = await eventually(one_pending)
+    answered = await sdk.sources.events.approve_async(id=source_id, event_id=event_id)
+    assert (answered.status, answered.usage_event_ids) == ("failed", [])
+    assert answered.error_message and "EUR" in answered.error_message
+
+
+async def test_re_enabling_a_source_has_its_installations_poll_now(revenue: Revenue) -> None:
+    source_id, sub = await manual_source(revenue)
+    inst = (await connect(revenue, source_id, sub, new_key())).json()
+    await revenue.synced(inst["id"], 1)
+    for enabled in (False, True):
+        response = await revenue.billing.http.patch(f"/v0/sources/{source_id}", json={"enabled": enabled})
+        assert response.status_code == 200, response.text
+    await revenue.synced(inst["id"], 2)  # the second poll comes from the nudge, not the 5-minute timer
