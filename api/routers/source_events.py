@@ -38,7 +38,7 @@ async def list_source_events(
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     subscription_id: Annotated[str | None, Query(alias="subscriptionId")] = None,
 ) -> ListResponse[SourceEventOut]:
-    """Newest first."""
+    """Newest first (imported, then paid)."""
     source = await ctx.owned(Source, id, "Source")
     query = ctx.scoped(SourceEvent).where(SourceEvent.source_id == source.id)
     if status is not None:
@@ -47,7 +47,9 @@ async def list_source_events(
         query = query.where(SourceEvent.customer_id == customer_id)
     if subscription_id is not None:
         query = query.where(SourceEvent.subscription_id == subscription_id)
-    rows, total = await ctx.page(query, page, SourceEvent.created_at.desc(), SourceEvent.id.desc())
+    # One poll imports a page of invoices in one transaction (one created_at): newest paid first among them.
+    order = (SourceEvent.created_at.desc(), SourceEvent.paid_at.desc(), SourceEvent.id.desc())
+    rows, total = await ctx.page(query, page, *order)
     return list_envelope([SourceEventOut.of(r) for r in rows], page, total)
 
 

@@ -209,3 +209,17 @@ async def test_a_thousand_ids_are_accepted(world: World) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["failed"] == 1000
+
+
+async def test_events_imported_together_list_newest_paid_first(world: World) -> None:
+    source = await world.source()
+    inst = await installation(world.factory, source["id"])
+    first, second = sorted(
+        [await event(world.factory, inst), await event(world.factory, inst)], key=lambda e: e.id
+    )
+    # One poll's transaction (one created_at); the smaller id paid later, so id order alone would be wrong.
+    later = await world.factory.update(
+        first, paid_at=PAID + timedelta(minutes=5), created_at=second.created_at
+    )
+    listed = (await world.http.get(f"/v0/sources/{source['id']}/events")).json()
+    assert [e["id"] for e in listed["data"]] == [later.id, second.id]
