@@ -199,3 +199,27 @@ async def test_re_enabling_a_source_has_its_installations_poll_now(revenue: Reve
         response = await revenue.billing.http.patch(f"/v0/sources/{source_id}", json={"enabled": enabled})
         assert response.status_code == 200, response.text
     await revenue.synced(inst["id"], 2)  # the second poll comes from the nudge, not the 5-minute timer
+
+
+async def test_two_approvals_of_one_event_at_once_are_one_200_and_one_409(revenue: Revenue) -> None:
+    """Both pass the row check while the event is pending; the workflow reviews one, and its validator
+    refuses the other (NotPending), which answers from the row's new status."""
+    source_id, sub = await manual_source(revenue)
+    key = new_key()
+    inst = (await connect(revenue, source_id, sub, key)).json()
+    pay_invoices(revenue.stripe, key, [4_200])
+    await poll_installation_now(revenue.billing.env.client, inst["id"], "test")
+
+    async def one_pending() -> str:
+        page = await revenue.billing.get(f"/v0/sources/{source_id}/events", status="pending")
+        assert len(page["data"]) == 1
+        return str(page["data"][0]["id"])
+
+    event_id = await eventually(one_pending)
+    url = f"/v0/sources/{source_id}/events/{event_id}/approve"
+    responses = await asyncio.gather(*(revenue.billing.http.post(url) for _ in range(2)))
+    assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+    refused = next(r for r in responses if r.status_code == 409)
+    assert assert_error(refused, 409)["message"] == (
+        f"Source event {event_id} is processed, not pending: only a pending event can be approved"
+    )
