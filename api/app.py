@@ -21,6 +21,7 @@ from api.app_state import temporal_client
 from api.body_limit import RequestGuard
 from api.problems import ERROR_RESPONSES
 from api.routers import (
+    authorization_links,
     billable_metrics,
     customers,
     events,
@@ -31,10 +32,12 @@ from api.routers import (
     payments,
     plans,
     portal,
+    portal_sources,
     prices,
     products,
     source_events,
     source_installations,
+    source_review_page,
     source_rules,
     sources,
     subscriptions,
@@ -56,6 +59,7 @@ ROUTERS = [
     features.router,
     prices.router,
     plans.router,
+    authorization_links.router,
     customers.router,
     users.router,
     subscriptions.router,
@@ -69,11 +73,15 @@ ROUTERS = [
     source_rules.router,
     source_events.router,
     source_installations.router,
+    source_review_page.router,
     # HTML pages for payers, customers and merchants (no API key): hosted checkout, the customer portal and
     # the webhook portal.
     payments.page_router,
     portal.page_router,
+    portal_sources.page_router,
     webhook_portal.page_router,
+    source_review_page.page_router,
+    authorization_links.page_router,
 ]
 
 

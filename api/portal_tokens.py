@@ -29,6 +29,7 @@ log = logging.getLogger("accrue.api")
 _PREFIX = b"accrue-portal-v1."
 _WEBHOOKS_PREFIX = b"accrue-webhooks-portal-v1."
 _SOURCE_REVIEW_PREFIX = b"accrue-source-review-v1."
+_SIGNUP_PREFIX = b"accrue-signup-v1."
 # A webhook portal link can reveal signing secrets and change endpoints: it lives an hour, long enough to
 # set up an endpoint and watch a test event arrive, short enough that a leaked link soon stops working.
 WEBHOOKS_PORTAL_LIFETIME = timedelta(hours=1)
@@ -206,6 +207,23 @@ def verify_source_review(token: str, key: bytes, now: datetime | None = None) ->
     if (now or datetime.now(UTC)) >= claim.expires_at:
         raise TokenExpired
     return claim
+
+
+def issue_signup(link_id: str, expires_at: datetime, key: bytes) -> str:
+    """A signup (authorization) link's token: it names the link row, which makes it single use."""
+    return _seal({"lnk": link_id, "exp": int(expires_at.timestamp())}, key, _SIGNUP_PREFIX)
+
+
+def verify_signup(token: str, key: bytes, now: datetime | None = None) -> str:
+    """The link id of a signup token this deployment signed; TokenInvalid or TokenExpired otherwise."""
+    body = _open(token, key, _SIGNUP_PREFIX)
+    try:
+        link_id, expires_at = _text(body["lnk"]), _expiry(body["exp"])
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise TokenInvalid from None
+    if (now or datetime.now(UTC)) >= expires_at:
+        raise TokenExpired
+    return link_id
 
 
 def _text(value: object) -> str:

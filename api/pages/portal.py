@@ -1,15 +1,16 @@
-"""The customer portal: one subscription, read-only, through a signed link."""
+"""The customer portal: one subscription through a signed link; read-only but for its Sources section."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from fastapi.responses import HTMLResponse
 
 from api.pages import day, document, e, message_page, moment, money, period, respond, status_badge
+from api.pages.portal_sources import SourceRow, sources_card
 from api.schemas.invoices import exact
 from domain.money import format_estimate
 from domain.pricing import Rate
@@ -50,6 +51,9 @@ class PortalView:
     invoices: list[InvoiceRow]
     sandbox: bool
     link_expires_at: datetime
+    sources: list[SourceRow] = field(default_factory=list)
+    notice: str | None = None  # what a Sources form just did
+    notice_failed: bool = False
 
 
 def _plain(value: Decimal) -> str:
@@ -156,8 +160,10 @@ def _pay(row: InvoiceRow) -> str:
 
 
 def portal_page(view: PortalView) -> HTMLResponse:
-    note = f'<p class="muted">This link is read-only and expires {e(moment(view.link_expires_at))}.</p>'
-    body = _summary(view) + _usage(view) + _invoices(view) + note
+    kind = "connects your sources" if view.sources else "is read-only"
+    note = f'<p class="muted">This link {kind} and expires {e(moment(view.link_expires_at))}.</p>'
+    sources = sources_card(view.sources, view.notice, view.notice_failed)
+    body = _summary(view) + sources + _usage(view) + _invoices(view) + note
     banner = "SANDBOX — test data; invoices here are paid with test payments only." if view.sandbox else None
     return respond(document(f"{view.name} — {view.merchant_name}", body, banner=banner))
 

@@ -6,6 +6,7 @@ only: its state, the current period's usage so far and its invoices, with a pay 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -20,11 +21,23 @@ from api.app_state import settings_of
 from api.checkout import PAYABLE, Checkout
 from api.deps import Context, Session
 from api.pages import portal as pages
+from api.pages.portal_sources import SourceRow
+from api.portal_access import open_portal
 from api.problems import invalid
 from api.wire import Timestamp, WireModel
 from db import invoice_totals
 from db.billing import load_context, metered_charges
-from db.models import Customer, Invoice, Organization, PaymentSession, Plan, Subscription, TestClock
+from db.models import (
+    Customer,
+    Invoice,
+    Organization,
+    PaymentSession,
+    Plan,
+    Source,
+    SourceInstallation,
+    Subscription,
+    TestClock,
+)
 from domain.durations import DurationFormatError, add_duration, parse_duration
 from domain.pricing import Charge as DomainCharge
 from domain.pricing import model_for
@@ -87,22 +100,22 @@ async def generate_portal_link(
 
 
 @page_router.get("/portal/{token}", response_class=HTMLResponse)
-async def portal_page(token: str, request: Request, session: Session) -> HTMLResponse:
-    key = portal_tokens.signing_key(settings_of(request))
-    try:
-        claim = portal_tokens.verify(token, key, datetime.now(UTC))
-    except portal_tokens.TokenInvalid:
-        return pages.tampered_page()
-    except portal_tokens.TokenExpired:
-        return pages.expired_page()
-    subscription = await session.get(Subscription, claim.subscription_id)
-    if (
-        subscription is None
-        or subscription.merchant_id != claim.merchant_id
-        or subscription.environment != claim.environment
-    ):
-        return pages.missing_page()
-    return pages.portal_page(await _view(session, subscription, claim.expires_at))
+async def portal_page(
+    token: str, request: Request, session: Session, notice: str | None = None, failed: int = 0
+) -> HTMLResponse:
+    opened = await open_portal(token, request, session)
+    if isinstance(opened, HTMLResponse):
+        return opened
+    claim, subscription = opened
+    view = await _view(session, subscription, claim.expires_at)
+    return pages.portal_page(
+        replace(
+            view,
+            sources=await source_rows(session, subscription, f"/portal/{token}"),
+            notice=notice[:1500] if notice else None,
+            notice_failed=bool(failed),
+        )
+    )
 
 
 async def _view(session: AsyncSession, sub: Subscription, link_expires_at: datetime) -> pages.PortalView:
@@ -176,6 +189,33 @@ async def _invoice_rows(
                 status=invoice.status,
                 total=totals.grand_total,
                 pay_url=pay_url,
+            )
+        )
+    return rows
+
+
+async def source_rows(session: AsyncSession, sub: Subscription, base: str) -> list[SourceRow]:
+    """The plan's enabled revenue sources, each with this subscription's latest connection."""
+    sources = await session.scalars(
+        select(Source).where(Source.plan_id == sub.plan_id, Source.enabled).order_by(Source.created_at)
+    )
+    rows = []
+    for source in sources:
+        latest = await session.scalar(
+            select(SourceInstallation)
+            .where(SourceInstallation.source_id == source.id, SourceInstallation.subscription_id == sub.id)
+            .order_by(SourceInstallation.created_at.desc(), SourceInstallation.id.desc())
+            .limit(1)
+        )
+        live = latest is not None and latest.status in ("pending", "active")
+        rows.append(
+            SourceRow(
+                source_id=source.id,
+                name=source.name,
+                description=source.description,
+                connect_action=f"{base}/sources/{source.id}/connect",
+                installation=latest,
+                disconnect_action=f"{base}/installations/{latest.id}/disconnect" if live and latest else None,
             )
         )
     return rows
