@@ -7,19 +7,25 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
+from db.merchants import NewMerchant
 from db.models import OutboxEvent, Source, SourceEvent, SourceInstallation, SourceRule
 from db.session import session_factory
 from domain.ids import new_id
 from domain.stripe_keys import key_mode
 from integrations.secret_box import SecretBox
+from settings import Settings
 from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
+from tests.workflows.conftest import time_skipping_server
 from worker import build_worker
 from workflows import search_attributes as sa
 from workflows.client import connect_installation, disconnect_installation
@@ -27,6 +33,7 @@ from workflows.ids import source_installation_workflow_id
 from workflows.source_messages import Connected, InstallationInput, InstallationState
 
 POLL = timedelta(minutes=5)
+START = datetime(2028, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -176,3 +183,39 @@ async def revenue_stack_for(
             env.client, engine, billing.task_queue, GRACE, settings.base_url, secret, stripe_api_base=stripe
         ):
             yield revenue
+
+
+# ---- fixtures (import them into a test module; `env` is one time-skipping server per module) ------------
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async for e in time_skipping_server():
+        yield e
+
+
+@pytest.fixture
+async def revenue(
+    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
+) -> AsyncIterator[Revenue]:
+    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake):
+        yield stack
+
+
+@pytest.fixture
+async def bare(
+    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
+) -> AsyncIterator[Revenue]:
+    """The stack without a worker: the test runs (and kills) its own."""
+    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake, with_worker=False):
+        yield stack
+
+
+async def clock_bound(
+    revenue: Revenue, mode: str = "manual", **bounds: str
+) -> tuple[str, dict[str, Any], str]:
+    """A 5 % revenue plan, a subscription on a test clock at START and its source: (clock, sub, source)."""
+    plan, metric = await revenue.catalog("0.05", **bounds)
+    clock = await revenue.billing.clock(START)
+    sub = await revenue.subscription(plan, START, clock)
+    return clock, sub, await revenue.source(plan, metric, mode)

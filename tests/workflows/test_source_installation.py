@@ -3,23 +3,17 @@ with accounts per key, through the real `stripe` library): connect, import, rule
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
 
-from db.merchants import NewMerchant
-from settings import Settings
 from tests.stripe_fake import new_key, pay_invoices, revoke_key
+from tests.workflows import source_harness
 from tests.workflows.billing_harness import GRACE
-from tests.workflows.conftest import time_skipping_server
-from tests.workflows.source_harness import POLL, Revenue, revenue_stack_for
+from tests.workflows.source_harness import POLL, START, Revenue, clock_bound
 from tests.workflows.test_replay import RECORD, replay, run_chain, save
 from workflows.client import review_source_events
 from workflows.ids import source_installation_workflow_id
@@ -27,31 +21,8 @@ from workflows.reconciler import ReconcileRequest, ReconcilerWorkflow
 from workflows.source_messages import ReviewEvents
 
 D = Decimal
-START = datetime(2028, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async for e in time_skipping_server():
-        yield e
-
-
-@pytest.fixture
-async def revenue(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
-) -> AsyncIterator[Revenue]:
-    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake):
-        yield stack
-
-
-async def clock_bound(
-    revenue: Revenue, mode: str = "manual", **bounds: str
-) -> tuple[str, dict[str, Any], str]:
-    """A 5 % revenue plan, a subscription on a test clock at START and its source: (clock, sub, source)."""
-    plan, metric = await revenue.catalog("0.05", **bounds)
-    clock = await revenue.billing.clock(START)
-    sub = await revenue.subscription(plan, START, clock)
-    return clock, sub, await revenue.source(plan, metric, mode)
+# The shared fixtures (one time-skipping server for this module).
+env, revenue = source_harness.env, source_harness.revenue
 
 
 async def review(
@@ -270,6 +241,8 @@ async def test_a_whole_lifecycle_replays(revenue: Revenue) -> None:
     assert await review(revenue, installation, "reject", [second.id]) == ([second.id], [])
     await revenue.disconnect(installation)
     await revenue.handle(installation).result()
+    assert await revenue.outbox_ids("source.disconnected.v0") == [installation]
+    assert (await revenue.installation(installation)).status == "disconnected"
     chain = await run_chain(revenue.billing, source_installation_workflow_id(installation))
     assert len(chain) == 2
     await replay(chain)

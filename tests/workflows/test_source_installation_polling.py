@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -22,50 +20,19 @@ from activities.heartbeat import HeartbeatInterceptor
 from activities.source_installation import SourceInstallationActivities, _Imported
 from activities.subscription import SubscriptionActivities
 from activities.test_clock import TestClockActivities
-from db.merchants import NewMerchant
 from integrations.secret_box import SecretBox
 from integrations.stripe_revenue import PaidInvoice, StripeRevenue
-from settings import Settings
 from tests.stripe_fake import inject_failures, new_key, pay_invoices, request_count, stripe_client
+from tests.workflows import source_harness
 from tests.workflows.billing_harness import GRACE, eventually
-from tests.workflows.conftest import time_skipping_server
-from tests.workflows.source_harness import POLL, Revenue, revenue_stack_for
+from tests.workflows.source_harness import POLL, START, Revenue, clock_bound
 from worker import WORKFLOWS, build_worker
 from workflows.client import poll_installation_now
 from workflows.source_messages import PollInstallation
 
 D = Decimal
-START = datetime(2028, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async for e in time_skipping_server():
-        yield e
-
-
-@pytest.fixture
-async def revenue(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
-) -> AsyncIterator[Revenue]:
-    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake):
-        yield stack
-
-
-@pytest.fixture
-async def bare(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
-) -> AsyncIterator[Revenue]:
-    """The stack without a worker: the test runs (and kills) its own."""
-    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake, with_worker=False):
-        yield stack
-
-
-async def clock_bound(revenue: Revenue, mode: str = "manual") -> tuple[str, dict[str, Any], str]:
-    plan, metric = await revenue.catalog("0.05")
-    clock = await revenue.billing.clock(START)
-    sub = await revenue.subscription(plan, START, clock)
-    return clock, sub, await revenue.source(plan, metric, mode)
+# The shared fixtures (one time-skipping server for this module).
+env, revenue, bare = source_harness.env, source_harness.revenue, source_harness.bare
 
 
 def all_invoice_ids(stripe: str, key: str) -> set[str]:
