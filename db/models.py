@@ -593,6 +593,8 @@ class AuthorizationLink(Base, Tenant):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     email: Mapped[str | None] = mapped_column(Text)  # pre-filled on the page when the merchant gave one
     redirect_url: Mapped[str | None] = mapped_column(Text)
+    # Sandbox: the subscription the page creates is bound to this test clock and starts at its time.
+    test_clock_id: Mapped[str | None] = mapped_column(ForeignKey("test_clocks.id"))
     expires_at: Mapped[datetime]
     customer_id: Mapped[str | None] = mapped_column(String(64))
     subscription_id: Mapped[str | None] = mapped_column(String(64))

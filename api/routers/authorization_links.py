@@ -27,14 +27,23 @@ from api.auth import Caller
 from api.deps import Context, Ctx, Session
 from api.link_lifetime import link_expiry
 from api.pages import signup as pages
-from api.problems import ApiError, FieldErrors, not_found
+from api.problems import ApiError, FieldErrors, forbidden, not_found
 from api.same_site import same_site
 from api.schemas.customers import CustomerOut
 from api.schemas.subscriptions import InlineCustomer, RedirectUrls, SubscriptionCreate
 from api.subscription_create import create
 from api.wire import Timestamp, WireModel, iso
 from db import outbox
-from db.models import AuthorizationLink, Customer, Organization, PaymentSession, Plan, Source, Subscription
+from db.models import (
+    AuthorizationLink,
+    Customer,
+    Organization,
+    PaymentSession,
+    Plan,
+    Source,
+    Subscription,
+    TestClock,
+)
 from db.subscriptions import view_rows
 from domain.ids import new_id
 
@@ -51,6 +60,7 @@ class AuthorizationLinkCreate(WireModel):
     email: Annotated[str, Strict()] | None = None  # pre-fills the page's form
     redirect_url: Annotated[str, Strict()] | None = None  # where the customer goes once signed up
     expires_in: Annotated[str, Strict()] | None = None
+    test_clock_id: Annotated[str, Strict()] | None = None  # sandbox: the subscription lives on this clock
 
 
 class AuthorizationLinkOut(WireModel):
@@ -63,6 +73,7 @@ class AuthorizationLinkOut(WireModel):
     redirect_url: str | None
     customer_id: str | None
     subscription_id: str | None
+    test_clock_id: str | None
     expires_at: Timestamp
     completed_at: Timestamp | None
     created_at: Timestamp
@@ -79,6 +90,7 @@ def _out(row: AuthorizationLink, url: str) -> AuthorizationLinkOut:
         redirect_url=row.redirect_url,
         customer_id=row.customer_id,
         subscription_id=row.subscription_id,
+        test_clock_id=row.test_clock_id,
         expires_at=row.expires_at,
         completed_at=row.completed_at,
         created_at=row.created_at,
@@ -119,6 +131,12 @@ async def create_authorization_link(
     if plan.deleted_at is not None:
         raise not_found("Plan", id)
     _checked(body)
+    if body.test_clock_id is not None:
+        if ctx.caller.environment != "sandbox":
+            raise forbidden("Test clocks exist only in the sandbox environment (sk_test_ keys)")
+        clock = await ctx.owned(TestClock, body.test_clock_id, "Test clock")
+        if clock.deleted_at is not None:
+            raise not_found("Test clock", body.test_clock_id)
     now = datetime.now(UTC)
     expires_at = link_expiry(body.expires_in, now, default=DEFAULT_EXPIRES_IN, maximum=MAX_EXPIRES_IN)
     row = AuthorizationLink(
@@ -129,6 +147,7 @@ async def create_authorization_link(
         status="pending",
         email=body.email,
         redirect_url=body.redirect_url,
+        test_clock_id=body.test_clock_id,
         expires_at=expires_at.replace(microsecond=0),
     )
     ctx.session.add(row)
@@ -270,17 +289,19 @@ async def sign_up(token: str, request: Request, session: Session) -> Response:
         view = await _view(session, token, link, values=values, errors=_form_errors(exc))
         return view if isinstance(view, HTMLResponse) else pages.signup_page(view, 400)
     link_id, merchant_id, environment = link.id, link.merchant_id, link.environment
-    plan_id, redirect_url = link.plan_id, link.redirect_url
+    plan_id, redirect_url, clock_id = link.plan_id, link.redirect_url, link.test_clock_id
     if not await _claim(session, link_id):
         return pages.used_page()
     settings = settings_of(request)
     portal_expires = datetime.now(UTC).replace(microsecond=0) + PORTAL_LIFETIME
     plan = await session.get(Plan, plan_id)
+    clock = await session.get(TestClock, clock_id) if clock_id else None
     body = SubscriptionCreate(
         name=f"{customer.name} - {plan.name if plan else plan_id}",
         plan_id=plan_id,
-        started_at=datetime.now(UTC),
+        started_at=clock.current_time if clock is not None else datetime.now(UTC),
         customer=customer,
+        test_clock_id=clock_id,
     )
     ctx = Ctx(session, Caller(merchant_id, environment, user_id="signup", key_id=f"signup:{link_id}"))
     try:

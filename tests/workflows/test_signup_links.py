@@ -181,5 +181,20 @@ async def test_failed_signups_change_nothing_and_are_reported(revenue: Revenue, 
         assert response.status_code == 400, response.text
         assert response.json()["errors"][0]["field"] == field
     assert (await http.post("/v0/plans/plan_unknown/authorizationLinks", json={})).status_code == 404
+    unknown_clock = await http.post(f"/v0/plans/{plan}/authorizationLinks", json={"testClockId": "tc_nope"})
+    assert unknown_clock.status_code == 404
     missing = await http.get(f"/v0/plans/{plan}/authorizationLinks/auth_unknown")
     assert missing.status_code == 404
+
+
+async def test_a_link_on_a_test_clock_subscribes_on_that_clock(revenue: Revenue) -> None:
+    plan, _ = await plan_with_source(revenue)
+    at = datetime(2029, 3, 1, tzinfo=UTC)
+    clock = await revenue.billing.clock(at)
+    link = await revenue.billing.post(f"/v0/plans/{plan}/authorizationLinks", {"testClockId": clock}, 201)
+    assert link["testClockId"] == clock
+    assert (await revenue.billing.http.post(path_of(link["url"]), data=SIGNUP)).status_code == 303
+    done = await revenue.billing.get(f"/v0/plans/{plan}/authorizationLinks/{link['id']}")
+    async with session_factory(revenue.billing.engine)() as session:
+        sub = await session.get_one(Subscription, done["subscriptionId"])
+        assert (sub.test_clock_id, sub.started_at, sub.status) == (clock, at, "active")

@@ -21,6 +21,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('email', sa.Text(), nullable=True),
     sa.Column('redirect_url', sa.Text(), nullable=True),
+    sa.Column('test_clock_id', sa.String(length=64), nullable=True),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('customer_id', sa.String(length=64), nullable=True),
     sa.Column('subscription_id', sa.String(length=64), nullable=True),
@@ -32,6 +33,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.CheckConstraint("status in ('pending', 'completed', 'expired')", name=op.f('ck_authorization_links_status')),
     sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_authorization_links_plan_id_plans')),
+    sa.ForeignKeyConstraint(['test_clock_id'], ['test_clocks.id'], name=op.f('fk_authorization_links_test_clock_id_test_clocks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_authorization_links'))
     )
     op.create_index(op.f('ix_authorization_links_merchant_id'), 'authorization_links', ['merchant_id'], unique=False)
