@@ -14,6 +14,7 @@ that schemathesis' stateful mode would follow, without its cost."""
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,8 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import outbox, webhooks
 from db.merchants import NewMerchant
+from db.models import AuthorizationLink, Plan, Source, SourceRule, Subscription
+from domain.ids import new_id
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
+from tests.api.source_harness import event, installation
 from tests.factories import Factory
 from tests.helpers import relay_all
 
@@ -65,6 +69,8 @@ RESOURCES = {
     "/v2/invoices/": "invoiceId",
     "/v0/webhooks/endpoints/": "webhookEndpointId",
     "/v0/webhooks/messages/": "webhookMessageId",
+    "/v0/sources/": "sourceId",
+    "/v0/sourceRules/": "ruleId",
 }
 
 
@@ -85,6 +91,41 @@ async def _seed(factory: Factory) -> dict[str, str]:
         "subscriptionId": subscription.id,
         "invoiceId": (await factory.invoice(subscription)).id,
         **(await _seed_webhooks(factory)),
+        **(await _seed_sources(factory, plan, subscription)),
+    }
+
+
+async def _seed_sources(factory: Factory, plan: Plan, subscription: Subscription) -> dict[str, str]:
+    """A revenue source with a rule, an installation on the seeded subscription and one pending event; a
+    signup link of the plan."""
+    metric = await factory.metric(unit="USD", aggregation="SUM", value_property="$.amount", event_type="rev")
+    source = await factory.add(
+        Source(
+            id=new_id("source"), plan_id=plan.id, type="stripe_revenue", name="Stripe revenue",
+            description=None, config={}, metadata_={"billableMetricMapping": {"revenue": metric.id}},
+            enabled=True, processing_mode="manual", revenue_metric_id=metric.id, **factory.tenant,
+        )
+    )  # fmt: skip
+    rule = await factory.add(
+        SourceRule(
+            id=new_id("source_rule"), source_id=source.id, name="Trusted", description="", order=0,
+            conditions=[{"type": "amount", "operator": "lessThan", "value": 100}], **factory.tenant,
+        )
+    )  # fmt: skip
+    inst = await installation(factory, source.id, subscription)
+    pending = await event(factory, inst)
+    link = await factory.add(
+        AuthorizationLink(
+            id=new_id("authorization_link"), plan_id=plan.id, status="pending",
+            expires_at=datetime.now(UTC) + timedelta(days=1), **factory.tenant,
+        )
+    )  # fmt: skip
+    return {
+        "sourceId": source.id,
+        "ruleId": rule.id,
+        "installationId": inst.id,
+        "eventId": pending.id,
+        "linkId": link.id,
     }
 
 
@@ -112,6 +153,9 @@ def _point_at_seeds(case: Case, seeds: dict[str, str]) -> None:
         key = next((k for prefix, k in RESOURCES.items() if path.startswith(prefix)), None)
         if key is not None:
             case.path_parameters["id"] = seeds[key]
+    if case.path_parameters:
+        for name in case.path_parameters.keys() & seeds.keys():
+            case.path_parameters[name] = seeds[name]
     for container in (case.query, case.body):
         if isinstance(container, dict):
             for key in seeds.keys() & container.keys():
