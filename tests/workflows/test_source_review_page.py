@@ -5,41 +5,24 @@ as the user who asked for the link; links that open nothing."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
 from api import portal_tokens
-from db.merchants import NewMerchant
 from db.models import SourceEvent
 from db.session import session_factory
 from settings import Settings
 from tests.stripe_fake import new_key, pay_invoices
-from tests.workflows.conftest import time_skipping_server
-from tests.workflows.source_harness import POLL, Revenue, revenue_stack_for
+from tests.workflows import source_harness
+from tests.workflows.source_harness import POLL, Revenue
+
+env, revenue = source_harness.env, source_harness.revenue  # the module's fixtures
 
 START = datetime(2028, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async for e in time_skipping_server():
-        yield e
-
-
-@pytest.fixture
-async def revenue(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
-) -> AsyncIterator[Revenue]:
-    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake):
-        yield stack
 
 
 async def pending_source(revenue: Revenue, amounts: list[int]) -> tuple[str, list[str]]:

@@ -14,31 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from paygentic_sdk import Paygentic, errors
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
-from db.merchants import NewMerchant
-from settings import Settings
 from tests.helpers import assert_error
 from tests.stripe_fake import new_key, pay_invoices, revoke_key
+from tests.workflows import source_harness
 from tests.workflows.billing_harness import eventually
-from tests.workflows.conftest import time_skipping_server
-from tests.workflows.source_harness import Revenue, revenue_stack_for
+from tests.workflows.source_harness import Revenue
 from workflows.client import poll_installation_now
 
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async for e in time_skipping_server():
-        yield e
-
-
-@pytest.fixture
-async def revenue(
-    env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant, stripe_fake: str
-) -> AsyncIterator[Revenue]:
-    async for stack in revenue_stack_for(env, engine, settings, merchant, stripe_fake):
-        yield stack
+env, revenue = source_harness.env, source_harness.revenue  # the module's fixtures
 
 
 @pytest.fixture
