@@ -1,8 +1,9 @@
 """Seed 000 (revenue share with Stripe) end to end through paygentic-sdk 0.1.34 against `accrue dev`, with
 the Stripe fake (tests/stripe_fake.py, through the real `stripe` library) as the customer's Stripe account:
-the product, the `revenue_usd` metric (USD), a 5 % percentage plan, a manual source, a subscription on a
-test clock, a webhook endpoint whose receiver verifies every message with the svix and standardwebhooks
-libraries, the customer's Stripe key connected, invoices paid in the fake, the clock advanced so the
+the product, the `revenue_usd` metric (USD), a 5 % percentage plan, a manual source, a webhook endpoint
+whose receiver verifies every message with the svix and standardwebhooks libraries, a signup link (on a
+test clock, so the test moves time) opened in Chromium, where the customer subscribes and connects their
+Stripe key in the portal's Sources section, invoices paid in the fake, the clock advanced so the
 installation polls, the imported events pending, one approved, one rejected, the rest bulk-approved; then
 the clock past the period's end and grace window: the period invoice bills exactly 5 % of the approved
 revenue, and the receiver got source.activated.v0 and the source_event pending, processed and rejected
@@ -24,10 +25,12 @@ import httpx
 import psutil
 import pytest
 from paygentic_sdk import Paygentic, models
+from playwright.sync_api import sync_playwright
 
 from accrue.embedded_db import postmaster_pid
 from domain.ids import has_prefix
 from tests.conftest import free_port
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.test_dev_stack import Dev, Ports, Ready
 from tests.e2e.test_quickstart import TIMEOUT_MS, one_month_later
 from tests.stripe_fake import new_key, pay_invoices
@@ -76,6 +79,27 @@ def wait_until(check: Any, within: float = 30) -> Any:
     while not (result := check()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return result
+
+
+def sign_up_and_connect(url: str, name: str, stripe_key: str) -> str:
+    """The customer's side in Chromium: the signup page, then the portal's Sources section; returns the
+    source's status as the portal shows it after the connect."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.fill("#name", name)
+            page.fill("#country", "US")
+            page.fill("#zipCode", "78701")
+            page.click("button:has-text('Subscribe')")
+            page.wait_for_url("**/portal/**", timeout=30_000)
+            page.fill("input[name=stripeSecretKey]", stripe_key)
+            page.click("button:has-text('Connect Stripe')")
+            page.wait_for_selector("[data-testid=source-status] >> text=/active/i", timeout=30_000)
+            return page.inner_text("[data-testid=source-status]")
+        finally:
+            browser.close()
 
 
 def test_revenue_share_seed_000(dev_stack: tuple[str, Ready], stripe_fake: str) -> None:
@@ -132,40 +156,38 @@ def test_revenue_share_seed_000(dev_stack: tuple[str, Ready], stripe_fake: str) 
         assert (source.processing_mode, source.enabled, source.plan_id) == ("manual", True, plan.id)
 
         # The customer and their subscription, on a test clock so the test moves time.
-        customer = sdk.customers.create(
-            merchant_id=merchant,
-            consumer={
-                "name": "Acme Corp",
-                "email": f"billing+{uuid4().hex[:8]}@acme.example",
-                "address": {"country": "US", "state": "TX", "zip_code": "78701"},
-            },
-        )
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         clock = sdk.test_clocks.create(current_time=start, name="revenue share")
-        sub = sdk.subscriptions.create(
-            name="Acme - Revenue Share", plan_id=plan.id, customer_id=customer.customer_id,
-            started_at=start, test_clock_id=clock.id,
-        )  # fmt: skip
-        assert sub.status == "active"  # nothing up front: Invoice 0 is 0.00
-
-        # The customer connects their Stripe account with a test key.
-        key = new_key()
-        installation = ok(
+        email = f"billing+{uuid4().hex[:8]}@acme.example"
+        link = ok(
             http.post(
-                f"/v0/sources/{source.id}/installations",
-                json={"subscriptionId": sub.id, "stripeSecretKey": key},
+                f"/v0/plans/{plan.id}/authorizationLinks", json={"email": email, "testClockId": clock.id}
             ),
             201,
         )
+        assert link["status"] == "pending" and link["subscriptionId"] is None
+
+        # The customer opens the signup link, subscribes, and connects their Stripe test key in the portal.
+        key = new_key()
+        status_text = sign_up_and_connect(link["url"], "Acme Corp", key)
+        assert "active" in status_text.lower(), status_text
+        signed_up = ok(http.get(f"/v0/plans/{plan.id}/authorizationLinks/{link['id']}"))
+        assert signed_up["status"] == "completed"
+        sub = sdk.subscriptions.get(id=signed_up["subscriptionId"])
+        assert (sub.status, sub.test_clock_id, sub.plan_id) == (
+            "active",
+            clock.id,
+            plan.id,
+        )  # Invoice 0 is 0.00
+        listed = ok(http.get(f"/v0/sources/{source.id}/installations", params={"subscriptionId": sub.id}))
+        [installation] = listed["data"]
         assert has_prefix(installation["id"], "source_installation")
         assert (installation["status"], installation["keyMode"], installation["keyLast4"]) == (
             "active",
             "test",
             key[-4:],
         )
-        assert key not in str(installation)
-        listed = ok(http.get(f"/v0/sources/{source.id}/installations", params={"subscriptionId": sub.id}))
-        assert [i["id"] for i in listed["data"]] == [installation["id"]]
+        assert installation["customerId"] == signed_up["customerId"] and key not in str(listed)
 
         # Revenue: four invoices paid in the customer's Stripe account after the connect.
         paid = pay_invoices(
@@ -242,7 +264,12 @@ def test_revenue_share_seed_000(dev_stack: tuple[str, Ready], stripe_fake: str) 
         return [r.payload["data"] for r in delivered if r.payload["eventType"] == event_type]
 
     [activated] = data("source.activated.v0")
-    assert activated == installation
+    # As the installation was at activation: its first poll (right after) set lastSyncAt later.
+    assert activated["status"] == "active" and activated["lastSyncAt"] is None
+    moved = ("lastSyncAt", "updatedAt")
+    assert {k: v for k, v in activated.items() if k not in moved} == {
+        k: v for k, v in installation.items() if k not in moved
+    }
     assert sorted(d["id"] for d in data("source_event.pending.v0")) == sorted(ids.values())
     assert all(d["status"] == "pending" for d in data("source_event.pending.v0"))
     assert sorted(d["id"] for d in data("source_event.processed.v0")) == sorted(
