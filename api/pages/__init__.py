@@ -105,6 +105,16 @@ def respond(html: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
+# Pages whose forms change things (signup, review) post only to themselves and are never framed.
+_FORMS_CSP = "; form-action 'self'; frame-ancestors 'none'"
+
+
+def locked_down(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] += _FORMS_CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
 def message_page(title: str, text: str, status: int, *, banner: str | None = None) -> HTMLResponse:
     body = f'<div class="card"><h1>{e(title)}</h1><p>{e(text)}</p></div>'
     return respond(document(title, body, banner=banner), status)

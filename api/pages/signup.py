@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 from fastapi.responses import HTMLResponse
 
-from api.pages import document, e, message_page, respond
+from api.pages import document, e, locked_down, message_page, respond
 
-_CSP_EXTRA = "; form-action 'self'; frame-ancestors 'none'"
 _STYLE = """
 label{display:block;font-weight:600;margin:.9rem 0 .3rem}
 input[type=text],input[type=email]{font:inherit;width:100%;padding:.5rem .6rem;border:1px solid #c9ced8;
@@ -38,10 +37,7 @@ class SignupView:
 
 def _frame(title: str, body: str, sandbox: bool, status: int = 200) -> HTMLResponse:
     banner = "SANDBOX — test signup; nothing here is charged for real." if sandbox else None
-    response = respond(document(title, f"<style>{_STYLE}</style>{body}", banner=banner), status)
-    response.headers["Content-Security-Policy"] += _CSP_EXTRA
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return locked_down(respond(document(title, f"<style>{_STYLE}</style>{body}", banner=banner), status))
 
 
 def _input(view: SignupView, name: str, label: str, kind: str = "text", hint: str = "") -> str:
@@ -89,10 +85,7 @@ def signup_page(view: SignupView, status: int = 200) -> HTMLResponse:
 
 
 def link_page(title: str, text: str, status: int) -> HTMLResponse:
-    response = message_page(title, text, status)
-    response.headers["Content-Security-Policy"] += _CSP_EXTRA
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return locked_down(message_page(title, text, status))
 
 
 def tampered_page() -> HTMLResponse:

@@ -10,11 +10,10 @@ from datetime import datetime
 
 from fastapi.responses import HTMLResponse
 
-from api.pages import day, document, e, message_page, moment, money, respond
+from api.pages import day, document, e, locked_down, message_page, moment, money, respond
 from db.models import Source, SourceEvent
 
 PAGE_SIZE = 50
-_CSP_EXTRA = "; form-action 'self'; frame-ancestors 'none'"
 _STYLE = """
 main{max-width:68rem}
 .secondary{background:#fff;color:#1d2330;border-color:#c9ced8}.secondary:hover{background:#f3f4f7}
@@ -41,10 +40,7 @@ def _frame(title: str, body: str, environment: str, status: int = 200) -> HTMLRe
         if environment == "sandbox"
         else None
     )
-    response = respond(document(title, f"<style>{_STYLE}</style>{body}", banner=banner), status)
-    response.headers["Content-Security-Policy"] += _CSP_EXTRA
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return locked_down(respond(document(title, f"<style>{_STYLE}</style>{body}", banner=banner), status))
 
 
 def _customer(event: SourceEvent) -> str:
@@ -116,10 +112,7 @@ def review_page(view: ReviewView, notice: str | None = None, failed: bool = Fals
 
 
 def link_page(title: str, text: str, status: int) -> HTMLResponse:
-    response = message_page(title, text, status)
-    response.headers["Content-Security-Policy"] += _CSP_EXTRA
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return locked_down(message_page(title, text, status))
 
 
 def tampered_page() -> HTMLResponse:
