@@ -33,6 +33,8 @@ EXPECTED_PREFIXES = [
     ("source", "src"),
     ("source_event", "sev"),
     ("source_installation", "sin"),
+    ("source_rule", "rule"),
+    ("authorization_link", "auth"),
 ]
 
 
