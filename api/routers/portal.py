@@ -20,10 +20,10 @@ from api import portal_tokens
 from api.app_state import settings_of
 from api.checkout import PAYABLE, Checkout
 from api.deps import Context, Session
+from api.link_lifetime import link_expiry
 from api.pages import portal as pages
 from api.pages.portal_sources import SourceRow
 from api.portal_access import open_portal
-from api.problems import invalid
 from api.wire import Timestamp, WireModel
 from db import invoice_totals
 from db.billing import load_context, metered_charges
@@ -38,7 +38,6 @@ from db.models import (
     Subscription,
     TestClock,
 )
-from domain.durations import DurationFormatError, add_duration, parse_duration
 from domain.pricing import Charge as DomainCharge
 from domain.pricing import model_for
 
@@ -46,7 +45,7 @@ router = APIRouter(prefix="/v0/subscriptions", tags=["subscriptions"])
 page_router = APIRouter(include_in_schema=False)
 
 DEFAULT_EXPIRES_IN = "PT10M"
-MAX_EXPIRES_IN = timedelta(days=7)
+MAX_EXPIRES_IN = "P7D"
 
 
 class PortalLinkCreate(WireModel):
@@ -57,21 +56,6 @@ class SubscriptionPortalOut(WireModel):
     object: Literal["subscriptionPortal"] = "subscriptionPortal"
     url: str
     expires_at: Timestamp
-
-
-def link_lifetime(expires_in: str | None, now: datetime) -> datetime:
-    """When a link asked for with `expiresIn` expires: after now, at most P7D later (calendar-aware)."""
-    text = DEFAULT_EXPIRES_IN if expires_in is None else expires_in
-    try:
-        duration = parse_duration(text)
-        expires_at = add_duration(now, duration)
-    except (DurationFormatError, ValueError) as exc:
-        raise invalid("expiresIn", str(exc)) from None
-    if expires_at - now < timedelta(seconds=1):
-        raise invalid("expiresIn", f"{text!r} is too short; give at least PT1S (the default is PT10M)")
-    if expires_at - now > MAX_EXPIRES_IN:
-        raise invalid("expiresIn", f"{text!r} is longer than the maximum of P7D (7 days)")
-    return expires_at
 
 
 @router.post("/{id}/portal", response_model=SubscriptionPortalOut)
@@ -87,7 +71,9 @@ async def generate_portal_link(
     # up to the second the token carries, so a link never lives shorter than asked.
     now = datetime.now(UTC)
     now = now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)
-    expires_at = link_lifetime(body.expires_in if body else None, now)
+    expires_at = link_expiry(
+        body.expires_in if body else None, now, default=DEFAULT_EXPIRES_IN, maximum=MAX_EXPIRES_IN
+    )
     settings = settings_of(request)
     claim = portal_tokens.PortalClaim(
         subscription_id=subscription.id,
