@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
         default=100,
         gt=0,
         description="Polls a source installation's workflow makes before it continues as new.",
+    )
+    platform_fee_rate: Decimal = Field(
+        default=Decimal(0),
+        ge=0,
+        le=1,
+        description="Fraction of every instant usage charge the platform keeps (0.05 = 5%); the merchant's "
+        "revenue account is credited the rest.",
     )
     log_level: str = Field(default="INFO", description="Python log level for API and worker.")
     secret_key: SecretStr = Field(

@@ -599,3 +599,145 @@ class AuthorizationLink(Base, Tenant):
     customer_id: Mapped[str | None] = mapped_column(String(64))
     subscription_id: Mapped[str | None] = mapped_column(String(64))
     completed_at: Mapped[datetime | None]
+
+
+# --- Wallets (pay-as-you-go): a double-entry ledger in nanodollars (domain/ledger.py, D13, D14) ---
+
+
+class LedgerAccount(Base, Tenant):
+    """One account of the ledger: a customer's main wallet or reserved funds, or the merchant's revenue,
+    platform fee or external funding, per currency. `balance` is kept equal to the sum of its entries
+    (db.ledger.audit proves it); customer accounts never go below zero."""
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        UniqueConstraint(
+            "merchant_id", "environment", "currency", "kind", "owner_id", name="uq_ledger_accounts_owner"
+        ),
+        CheckConstraint(
+            "kind in ('customer_main', 'customer_reserved', 'merchant_revenue', 'platform_fee', "
+            "'external_funding')",
+            name="kind",
+        ),
+        CheckConstraint(
+            "kind not in ('customer_main', 'customer_reserved') or balance >= 0", name="not_overdrawn"
+        ),
+    )
+
+    kind: Mapped[str] = mapped_column(String(24))
+    owner_id: Mapped[str] = mapped_column(String(64))  # the customer id, or the merchant's organization id
+    currency: Mapped[str] = mapped_column(String(3))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerTransaction(Base, Tenant):
+    """One balanced movement of money; idempotent by (merchant, environment, idempotency_key)."""
+
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "environment", "idempotency_key", name="uq_ledger_transactions_key"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    reference_id: Mapped[str | None] = mapped_column(String(64), index=True)  # usg_, com_, inv_ …
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)  # nanodollars added to the account's balance
+
+
+class UsageEvent(Base, Tenant):
+    """A usage event (POST /v0/usage, Legacy billing): priced at once; its instant part debited from the
+    wallet (or a reservation) in the same commit, its in-arrears part billed by the period invoice
+    (D3, D4)."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "environment", "idempotency_key", name="uq_usage_events_key"),
+        Index("ix_usage_events_customer_time", "merchant_id", "environment", "customer_id", "timestamp"),
+        Index("ix_usage_events_subscription_time", "subscription_id", "timestamp"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    consumer_id: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"))
+    entitlement_id: Mapped[str | None] = mapped_column(ForeignKey("entitlements.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    timestamp: Mapped[datetime]
+    # As sent ({billableMetricId, quantity, price?}) plus what pricing found: priceId, paymentTerm, amount.
+    properties: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
+    description: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    price: Mapped[Decimal]  # exact, before tax: instant + in-arrears parts
+    total_tax: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    total_amount: Mapped[Decimal]
+    instant_amount: Mapped[Decimal] = mapped_column(default=Decimal(0))  # debited at once
+    arrears_amount: Mapped[Decimal] = mapped_column(default=Decimal(0))  # billed on the period invoice
+    transaction_id: Mapped[str | None] = mapped_column(String(64))  # the ledger charge of the instant part
+    invoice_id: Mapped[str | None] = mapped_column(
+        String(64)
+    )  # the period invoice billing the in-arrears part
+    refunded_at: Mapped[datetime | None]
+    refund_reason: Mapped[str | None] = mapped_column(Text)
+    refund_transaction_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Entitlement(Base, Tenant):
+    """A v0 entitlement: funds reserved from the customer's wallet for future usage (behavior §7.1); its
+    EntitlementWorkflow (`entitlement-<id>`) releases the remainder at `expires_at`."""
+
+    __tablename__ = "entitlements"
+    __table_args__ = (
+        CheckConstraint("status in ('active', 'exhausted', 'expired', 'released')", name="status"),
+        CheckConstraint("remaining_balance >= 0 and remaining_balance <= reserved_amount", name="remaining"),
+        Index("ix_entitlements_customer", "merchant_id", "environment", "customer_id", "status"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"))
+    plan_id: Mapped[str] = mapped_column(String(64))
+    product_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    billable_metrics: Mapped[list[dict[str, Any]]] = mapped_column(
+        Json
+    )  # {billableMetricId, quantity, price}
+    reserved_amount: Mapped[int] = mapped_column(BigInteger)  # nanodollars
+    remaining_balance: Mapped[int] = mapped_column(BigInteger)  # nanodollars
+    used_count: Mapped[int] = mapped_column(default=0)
+    max_uses: Mapped[int]
+    region: Mapped[str] = mapped_column(String(32), default="global")
+    status: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+    test_clock_id: Mapped[str | None] = mapped_column(String(64))
+    reserve_transaction_id: Mapped[str | None] = mapped_column(String(64))
+    release_transaction_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Dispute(Base, Tenant):
+    """A customer's dispute of one usage event (behavior §12.1): pending until the merchant accepts
+    (the event is refunded) or declines it."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        UniqueConstraint("usage_event_id", name="uq_disputes_usage_event_id"),
+        CheckConstraint("status in ('pending', 'accepted', 'declined')", name="status"),
+        Index("ix_disputes_customer", "merchant_id", "environment", "customer_id", "status"),
+    )
+
+    usage_event_id: Mapped[str] = mapped_column(ForeignKey("usage_events.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    customer_message: Mapped[str] = mapped_column(Text)
+    merchant_message: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    disputed_amount: Mapped[Decimal]
+    resolved_at: Mapped[datetime | None]

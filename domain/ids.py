@@ -37,6 +37,10 @@ PREFIXES = {
     "source_installation": "sin",
     "source_rule": "rule",
     "authorization_link": "auth",
+    "ledger_account": "acc",
+    "ledger_transaction": "txn",
+    "entitlement": "com",  # Paygentic's samples name v0 entitlement (commitment) ids com_…
+    "dispute": "disp",
 }
 # Paygentic's spec pins test clock ids to exactly 16 characters after the prefix.
 LENGTHS = {"tc": 16}

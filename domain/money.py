@@ -97,6 +97,17 @@ def to_nanos(amount: Decimal) -> int:
     return int(nanos)
 
 
+def round_nanos(nanos: Decimal) -> int:
+    """A fractional count of nanodollars rounded half-up to a whole one (a platform fee's share)."""
+    return int(nanos.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_EXACT))
+
+
+def to_nanos_rounded(amount: Decimal) -> int:
+    """Nanodollars of an amount that may be finer than a nanodollar (a percentage of a charge), rounded
+    half-up: usage charges and wallets keep nanodollar precision (D13)."""
+    return round_nanos(amount.scaleb(MAX_FRACTION_DIGITS, context=_EXACT))
+
+
 def from_nanos(nanos: int) -> Decimal:
     """The exact amount of a nanodollar integer, with 9 decimal places."""
     if type(nanos) is not int:

@@ -35,6 +35,10 @@ EXPECTED_PREFIXES = [
     ("source_installation", "sin"),
     ("source_rule", "rule"),
     ("authorization_link", "auth"),
+    ("ledger_account", "acc"),
+    ("ledger_transaction", "txn"),
+    ("entitlement", "com"),
+    ("dispute", "disp"),
 ]
 
 
