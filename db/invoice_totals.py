@@ -61,7 +61,7 @@ async def live_invoices(
     )
     subscriptions: dict[str, Subscription] = {}
     customers: dict[str, Customer] = {}
-    for subscription, customer in rows.tuples():
+    for subscription, customer in rows.all():
         subscriptions[subscription.id], customers[customer.id] = subscription, customer
     contexts = await load_contexts(
         session, [subscriptions[invoice.subscription_id] for invoice in live], customers
