@@ -9,9 +9,10 @@ from sqlalchemy import false, func, select
 
 from api.deps import Context, Ctx, Paging
 from api.problems import ApiError, conflict
-from api.schemas.fees import FeeCreate, FeeOut, FeeUpdate
+from api.schemas.fees import FeeCreate, FeeOut, FeePriceOut, FeeUpdate
 from api.wire import ListResponse, changes, list_envelope, require_no_item
-from db.models import Fee, Price, Product
+from db.billing import tax_rate
+from db.models import Customer, Fee, Plan, PlanPrice, Price, Product, Subscription
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/fees", tags=["fees"])
@@ -86,3 +87,26 @@ async def delete_fee(id: str, ctx: Context) -> Response:
     row = await ctx.owned(Fee, id, "Fee")
     await ctx.delete_unless_referenced(row, lambda: _in_use(ctx, id), "Fee")
     return Response(status_code=204)
+
+
+@router.get("/{id}/price/{subscriptionId}", response_model=FeePriceOut)
+async def get_fee_price(id: str, subscriptionId: str, ctx: Context) -> FeePriceOut:
+    """The price of this fee on the subscription's plan (the plan's first one if it lists several), with
+    the tax percent its lines pay on that subscription. A fee the plan does not price is a 404."""
+    fee = await ctx.owned(Fee, id, "Fee")
+    sub = await ctx.owned(Subscription, subscriptionId, "Subscription")
+    price = await ctx.session.scalar(
+        select(Price)
+        .join(PlanPrice, PlanPrice.price_id == Price.id)
+        .where(PlanPrice.plan_id == sub.plan_id, Price.fee_id == fee.id)
+        .order_by(PlanPrice.position, Price.id)
+        .limit(1)
+    )
+    if price is None:
+        raise ApiError(
+            404,
+            f"Fee {fee.id!r} has no price on plan {sub.plan_id!r} of subscription {sub.id!r}",
+        )
+    plan = await ctx.session.get_one(Plan, sub.plan_id)
+    customer = await ctx.session.get_one(Customer, sub.customer_id)
+    return FeePriceOut.of(price, tax_rate(sub, plan, customer, None, fee.id))
