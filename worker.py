@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.entitlement import EntitlementActivities
 from activities.health import HealthActivities
 from activities.heartbeat import HeartbeatInterceptor
 from activities.reconciler import ReconcilerActivities
@@ -30,6 +31,7 @@ from workflows.client import (
     ensure_search_attributes,
     ensure_webhook_relay,
 )
+from workflows.entitlement import EntitlementWorkflow
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
 from workflows.source_installation import SourceInstallationWorkflow
@@ -46,6 +48,7 @@ WORKFLOWS = [
     WebhookRelayWorkflow,
     WebhookEndpointWorkflow,
     SourceInstallationWorkflow,
+    EntitlementWorkflow,
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ def build_worker(
     installations = SourceInstallationActivities(
         engine, StripeRevenue(stripe_api_base), SecretBox(secret_key)
     )
+    entitlement_activities = EntitlementActivities(engine)
     return Worker(
         client,
         task_queue=task_queue,
@@ -87,6 +91,7 @@ def build_worker(
             relay.relay_outbox,
             *deliveries.all(),
             *installations.all(),
+            *entitlement_activities.all(),
         ],
         # Every workflow run pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import SourceEvent, SourceInstallation, Subscription
+from db.models import Entitlement, SourceEvent, SourceInstallation, Subscription
 from domain import status
-from workflows.ids import source_installation_workflow_id, subscription_workflow_id
+from workflows.ids import (
+    entitlement_workflow_id,
+    source_installation_workflow_id,
+    subscription_workflow_id,
+)
 
 BoundIds = Callable[[AsyncSession, str, str | None, int], Awaitable[list[str]]]
 
@@ -54,10 +58,23 @@ async def _installations(session: AsyncSession, clock_id: str, after: str | None
     return list(await session.scalars(query.order_by(SourceInstallation.id).limit(limit)))
 
 
+async def _entitlements(session: AsyncSession, clock_id: str, after: str | None, limit: int) -> list[str]:
+    # The active ones (a settled entitlement's workflow has ended), in time order: earliest expiresAt first,
+    # so batches release in the order the reservations expired (each release is stamped at its expiresAt).
+    query = select(Entitlement.id).where(
+        Entitlement.test_clock_id == clock_id, Entitlement.status == "active"
+    )
+    if after is not None:
+        previous = select(Entitlement.expires_at).where(Entitlement.id == after).scalar_subquery()
+        query = query.where(tuple_(Entitlement.expires_at, Entitlement.id) > tuple_(previous, after))
+    return list(await session.scalars(query.order_by(Entitlement.expires_at, Entitlement.id).limit(limit)))
+
+
 # Subscriptions first: an advance closes their periods before installations import at the new time.
 KINDS: tuple[ClockBoundKind, ...] = (
     ClockBoundKind("subscription", _subscriptions, subscription_workflow_id),
     ClockBoundKind("source installation", _installations, source_installation_workflow_id),
+    ClockBoundKind("entitlement", _entitlements, entitlement_workflow_id),
 )
 
 

@@ -13,12 +13,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from db.models import Invoice, SourceEvent, SourceInstallation, Subscription
+from db.models import Entitlement, Invoice, SourceEvent, SourceInstallation, Subscription
 from db.session import session_factory
 from domain import status
 from workflows import search_attributes as sa
-from workflows.client import start_subscription_workflow
-from workflows.ids import source_installation_workflow_id, subscription_workflow_id
+from workflows.client import start_entitlement_workflow, start_subscription_workflow
+from workflows.ids import entitlement_workflow_id, source_installation_workflow_id, subscription_workflow_id
 from workflows.reconciler import ReconcilerActivityDefs, ReconcileRequest, ReconcileResult
 from workflows.source_installation import SourceInstallationWorkflow
 from workflows.source_messages import InstallationInput
@@ -112,6 +112,31 @@ class ReconcilerActivities(ReconcilerActivityDefs):
         activity.logger.warning("started the missing workflow of subscription %s", subscription_id)
         return True
 
+    async def _entitlements_owing(self, min_age: timedelta, merchant_id: str | None) -> list[Entitlement]:
+        """Active entitlements: their workflow holds the expiry timer that releases the remainder."""
+        query = select(Entitlement).where(
+            Entitlement.status == "active", Entitlement.created_at <= func.now() - min_age
+        )
+        if merchant_id is not None:
+            query = query.where(Entitlement.merchant_id == merchant_id)
+        async with self.sessions() as session:
+            return list(await session.scalars(query.order_by(Entitlement.id)))
+
+    async def _ensure_entitlement_running(self, row: Entitlement) -> bool:
+        if await self._running(entitlement_workflow_id(row.id)):
+            return False
+        await start_entitlement_workflow(
+            self.client,
+            self.task_queue,
+            row.id,
+            merchant_id=row.merchant_id,
+            customer_id=row.customer_id,
+            subscription_id=row.subscription_id,
+            test_clock_id=row.test_clock_id,
+        )
+        activity.logger.warning("started the missing workflow of entitlement %s", row.id)
+        return True
+
     @activity.defn
     async def reconcile_subscriptions(self, request: ReconcileRequest) -> ReconcileResult:
         owing = await self._owing(timedelta(seconds=request.min_age_seconds), request.merchant_id)
@@ -132,8 +157,19 @@ class ReconcilerActivities(ReconcilerActivityDefs):
             timedelta(seconds=request.min_age_seconds), request.merchant_id
         )
         started_installations = await asyncio.gather(*(check_installation(r) for r in installations))
+
+        async def check_entitlement(row: Entitlement) -> bool:
+            async with gate:
+                activity.heartbeat()
+                return await self._ensure_entitlement_running(row)
+
+        active = await self._entitlements_owing(
+            timedelta(seconds=request.min_age_seconds), request.merchant_id
+        )
+        started_entitlements = await asyncio.gather(*(check_entitlement(r) for r in active))
         return ReconcileResult(
-            checked=len(owing) + len(installations),
+            checked=len(owing) + len(installations) + len(active),
             started=[i for i, s in zip(owing, started, strict=True) if s]
-            + [r.id for r, s in zip(installations, started_installations, strict=True) if s],
+            + [r.id for r, s in zip(installations, started_installations, strict=True) if s]
+            + [r.id for r, s in zip(active, started_entitlements, strict=True) if s],
         )

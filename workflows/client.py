@@ -41,8 +41,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search_attributes as sa
+from workflows.entitlement import EntitlementWorkflow
+from workflows.entitlement import search_attributes as entitlement_search_attributes
+from workflows.entitlement_messages import EntitlementInput
 from workflows.ids import (
     WEBHOOK_RELAY_WORKFLOW_ID,
+    entitlement_workflow_id,
     source_installation_workflow_id,
     subscription_workflow_id,
     test_clock_workflow_id,
@@ -218,6 +222,32 @@ async def poll_installation_now(client: Client, installation_id: str, reason: st
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
+
+
+# ---- entitlements ----------------------------------------------------------------------------------------
+
+
+async def start_entitlement_workflow(
+    client: Client,
+    task_queue: str,
+    entitlement_id: str,
+    *,
+    merchant_id: str,
+    customer_id: str,
+    subscription_id: str,
+    test_clock_id: str | None,
+) -> None:
+    """Start the entitlement's expiry timer unless it runs (the API after its commit, the reconciler)."""
+    await client.start_workflow(
+        EntitlementWorkflow.run,
+        EntitlementInput(entitlement_id=entitlement_id),
+        id=entitlement_workflow_id(entitlement_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            entitlement_search_attributes(merchant_id, customer_id, subscription_id, test_clock_id)
+        ),
+    )
 
 
 # ---- test clocks -----------------------------------------------------------------------------------------

@@ -20,3 +20,7 @@ WEBHOOK_RELAY_WORKFLOW_ID = "webhook-relay"
 
 def source_installation_workflow_id(installation_id: str) -> str:
     return f"source-installation-{installation_id}"
+
+
+def entitlement_workflow_id(entitlement_id: str) -> str:
+    return f"entitlement-{entitlement_id}"
