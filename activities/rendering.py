@@ -31,7 +31,13 @@ async def subscription_data(session: AsyncSession, sub: Subscription, base_url: 
     await session.refresh(sub, ["created_at", "updated_at"])
     rows = await view_rows(session, sub)
     out = SubscriptionOut.of(
-        sub, invoice0=rows.invoice0, session=rows.payment, base_url=base_url, tax_rate=rows.tax_rate
+        sub,
+        invoice0=rows.invoice0,
+        session=rows.payment,
+        base_url=base_url,
+        tax_rate=rows.tax_rate,
+        wallet=rows.wallet,
+        wallet_charge=rows.wallet_charge,
     )
     return out.model_dump(mode="json", by_alias=True)
 

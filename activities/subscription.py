@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.rendering import invoice_data, subscription_data
-from db import outbox
+from db import funding, outbox
 from db.base import Base
 from db.billing import BillingContext, fee_charges, load_context, period_charges, write_invoice
 from db.models import Customer, Invoice, LineItem, PaymentSession, Plan, Subscription, TestClock
@@ -23,8 +24,9 @@ from db.session import session_factory
 from db.subscriptions import invoice_number, open_checkout
 from domain import status
 from domain.durations import parse_duration
+from domain.funding import minimum_balance_charge
 from domain.ids import new_id
-from domain.money import format_money
+from domain.money import format_money, from_nanos
 from domain.periods import period_bounds
 from workflows.subscription_activities import SubscriptionActivityDefs
 from workflows.subscription_messages import (
@@ -197,15 +199,17 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     select(Invoice).where(Invoice.subscription_id == sub.id).order_by(Invoice.sequence_number)
                 )
             )
-            if not invoices:
+            # Top-up invoices (negative sequence numbers, db/funding.py) come first; Invoice 0 is number 0.
+            invoice0 = next((i for i in invoices if i.sequence_number == 0), None)
+            if invoice0 is None:
                 # A new subscription (the API stored only its row): Invoice 0 here, under the row lock, spares
                 # the create's update-with-start a second activity and workflow task, about a third of its
                 # Temporal work (bench/subscription_create.py). create_invoice0 serves recorded runs.
-                invoices = [await self._write_invoice0(session, sub)]
+                invoice0 = await self._write_invoice0(session, sub)
+                invoices = [invoice0, *invoices]
                 await session.commit()
             clock = await session.get(TestClock, sub.test_clock_id) if sub.test_clock_id else None
             deadline = None
-            invoice0 = invoices[0] if invoices else None
             if sub.status == "pending_payment" and invoice0 and invoice0.payment_session_id:
                 payment = await session.get(PaymentSession, invoice0.payment_session_id)
                 deadline = payment.expires_at if payment else None
@@ -264,6 +268,9 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         await session.flush()
         ctx = await load_context(session, sub)
         charges = fee_charges(ctx, "in_advance", start, end, first_period=True)
+        wallet_charge = await self._wallet_charge(session, sub)
+        if wallet_charge > 0:
+            charges.append(funding.topup_charge(invoice0.id, wallet_charge, start, end))
         totals = await write_invoice(session, ctx, invoice0, charges, now)
         if totals.grand_total == 0:
             await self._paid(session, sub, invoice0, now)
@@ -278,6 +285,16 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         activated = ("subscription.activated.v0",) if sub.status == "active" else ()
         await self._record_subscription(session, sub, "subscription.created.v0", *activated)
         return invoice0
+
+    @staticmethod
+    async def _wallet_charge(session: AsyncSession, sub: Subscription) -> Decimal:
+        """Invoice 0's top-up for `minimumAccountBalance` (§4.5): what the customer's wallet lacks."""
+        if not sub.minimum_account_balance:
+            return Decimal(0)
+        balance = await funding.wallet_balance(
+            session, sub.merchant_id, sub.environment, sub.customer_id, sub.currency
+        )
+        return minimum_balance_charge(sub.minimum_account_balance, from_nanos(balance), sub.currency)
 
     @activity.defn
     async def open_period(self, request: OpenPeriod) -> PeriodInfo:
@@ -437,6 +454,10 @@ class SubscriptionActivities(SubscriptionActivityDefs):
     async def _paid(self, session: AsyncSession, sub: Subscription, invoice: Invoice, at: datetime) -> None:
         _transition(invoice, "PAID", at)
         invoice.paid_at, invoice.paid_amount = at, invoice.grand_total
+        if invoice.sequence_number <= 0 and invoice.grand_total > 0:
+            # Invoice 0 or a top-up invoice may carry a wallet top-up: it reaches the wallet in the
+            # transaction that records the invoice PAID, once (db/funding.py).
+            await funding.credit_topup(session, invoice)
         await self._record_invoice(session, sub, "invoice.paid.v0", invoice)
 
     @activity.defn
@@ -530,9 +551,34 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     closed = PendingClose(
                         sequence_number=active.sequence_number, grace_period_end=active.grace_period_end
                     )
+            await self._cancel_topups(session, sub, request.at, expired=expired)
             await self._record_subscription(session, sub, "subscription.cancelled.v0")
             await session.commit()
             return Terminated(terminated_at=request.at, closed=closed)
+
+    async def _cancel_topups(
+        self, session: AsyncSession, sub: Subscription, at: datetime, *, expired: bool
+    ) -> None:
+        """Unpaid top-up invoices (POST /v0/customers/{id}/topups) end with the subscription: CANCELLED,
+        their checkouts with them, so nothing is credited after termination."""
+        open_topups = await session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.subscription_id == sub.id,
+                Invoice.sequence_number < 0,
+                Invoice.status.in_(status.INVOICE_PAYABLE),
+            )
+            .order_by(Invoice.sequence_number.desc())
+            .with_for_update()
+        )
+        for invoice in open_topups:
+            _transition(invoice, "CANCELLED", at)
+            await self._record_invoice(session, sub, "invoice.cancelled.v0", invoice)
+            if invoice.payment_session_id:
+                payment = await session.get(PaymentSession, invoice.payment_session_id)
+                if payment is not None and payment.status in status.PAYMENT_SESSION_PAYABLE:
+                    lapsed = expired or payment.expires_at <= at
+                    payment.status = "expired" if lapsed else "cancelled"
 
     async def _final_close(self, session: AsyncSession, sub: Subscription) -> PendingClose | None:
         final = await session.scalar(

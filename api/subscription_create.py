@@ -5,6 +5,7 @@ once it wrote Invoice 0 (and, when it is free, the activation)."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +22,7 @@ from api.schemas.customers import DEFAULT_NOTIFICATIONS, store_rates
 from api.schemas.subscriptions import SubscriptionCreate
 from db import subscriptions as records
 from db.models import Customer, Plan, Subscription, TestClock
+from domain.funding import TopupOutOfBounds, check_minimum_balance
 from domain.ids import new_id
 from domain.money import parse_decimal
 from workflows import search_attributes
@@ -44,6 +46,7 @@ async def create(body: SubscriptionCreate, ctx: Ctx, request: Request) -> tuple[
         raise not_found("Plan", body.plan_id)
     clock = await _clock(ctx, body.test_clock_id)
     balance = body.minimum_account_balance or body.prefund_amount
+    minimum = _minimum_balance(body, plan.currency)
     if body.customer is not None:
         _require_tax_address(body.customer.address.country, body.customer.address.zip_code)
         customer = await _inline_customer(ctx, body)
@@ -64,7 +67,7 @@ async def create(body: SubscriptionCreate, ctx: Ctx, request: Request) -> tuple[
             ending_at=body.ending_at,
             auto_charge=body.auto_charge,
             tax_exempt=body.tax_exempt,
-            minimum_account_balance=parse_decimal(balance) if balance is not None else None,
+            minimum_account_balance=minimum if balance is not None else None,
             redirect_urls=body.redirect_urls.model_dump(by_alias=True, exclude_none=True)
             if body.redirect_urls
             else None,
@@ -106,6 +109,19 @@ async def create(body: SubscriptionCreate, ctx: Ctx, request: Request) -> tuple[
     except (RPCError, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError, RuntimeError, OSError) as exc:
         raise ApiError(503, f"{retry}repeat the same request to finish it ({exc or 'timed out'})") from None
     return sub, created
+
+
+def _minimum_balance(body: SubscriptionCreate, currency: str) -> Decimal:
+    """`minimumAccountBalance` (or the deprecated `prefundAmount` it supersedes): Invoice 0 tops the wallet
+    up to it (db/funding.py), so it must be an amount the checkout can take."""
+    field = "minimumAccountBalance" if body.minimum_account_balance is not None else "prefundAmount"
+    given = body.minimum_account_balance or body.prefund_amount
+    if given is None:
+        return Decimal(0)
+    try:
+        return check_minimum_balance(parse_decimal(given), currency)
+    except TopupOutOfBounds as exc:
+        raise invalid(field, str(exc)) from None
 
 
 async def _live(ctx: Ctx, customer_id: str, plan_id: str) -> Subscription | None:

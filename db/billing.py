@@ -39,7 +39,7 @@ class Charge:
     """One line to bill, before tax and rounding."""
 
     kind: str  # fee | metered
-    price: Price
+    price: Price | None  # None: a wallet top-up (db/funding.py), priced by nothing and never taxed
     display_name: str
     quantity: Decimal
     unit_price: Decimal
@@ -50,6 +50,8 @@ class Charge:
     fee_id: str | None = None
     metered_quantity: Decimal | None = None
     payment_term: str | None = None
+    key: str | None = None  # the line's idempotency key, when not `<invoice id>:<position>`
+    taxable: bool = True
 
     @classmethod
     def priced(
@@ -307,7 +309,7 @@ def price_lines(
             quantity=c.quantity,
             unit_price=c.unit_price,
             amount=c.amount,
-            tax_rate_percent=rate(c.metric_id, c.fee_id),
+            tax_rate_percent=rate(c.metric_id, c.fee_id) if c.taxable else Decimal(0),
             tax_behavior=plan.tax_behavior,
         )
         for i, c in enumerate(charges)
@@ -331,7 +333,7 @@ def charge_line(
 ) -> LineItem:
     """The line item a priced charge becomes at position `position`: what write_invoice stores, and what a
     live invoice lists before it is written (a transient row, id = its idempotency key, still pending)."""
-    key = f"{invoice.id}:{position}"
+    key = charge.key or f"{invoice.id}:{position}"
     return LineItem(
         id=key,
         merchant_id=invoice.merchant_id,
@@ -341,7 +343,7 @@ def charge_line(
         position=position,
         type=charge.kind,
         status="pending",
-        price_id=charge.price.id,
+        price_id=charge.price.id if charge.price is not None else None,
         billable_metric_id=charge.metric_id,
         fee_id=charge.fee_id,
         display_name=charge.display_name,

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.billing import tax_rate
-from db.models import Customer, Invoice, PaymentSession, Plan, Subscription
+from db.funding import wallet_charges
+from db.models import Customer, Invoice, LedgerAccount, PaymentSession, Plan, Subscription
 from domain.ids import new_id
 from domain.periods import truncate_to_hour
 
@@ -49,6 +50,38 @@ class ViewRows:
     plan: Plan
     customer: Customer
     tax_rate: Decimal
+    wallet: Wallet | None = None  # the customer's wallet in the subscription's currency, once it exists
+    wallet_charge: Decimal = Decimal(0)  # Invoice 0's top-up (db/funding.py)
+
+
+@dataclass(frozen=True)
+class Wallet:
+    """A customer's wallet in one currency: the main account's id (`walletId`) and balances (nanodollars)."""
+
+    id: str
+    currency: str
+    balance: int
+    reserved: int
+
+
+async def wallets(
+    session: AsyncSession, merchant_id: str, environment: str, customer_id: str, currency: str | None = None
+) -> list[Wallet]:
+    """The customer's wallets (one per currency with a main account), by currency."""
+    query = select(LedgerAccount.currency, LedgerAccount.kind, LedgerAccount.id, LedgerAccount.balance).where(
+        LedgerAccount.merchant_id == merchant_id,
+        LedgerAccount.environment == environment,
+        LedgerAccount.owner_id == customer_id,
+        LedgerAccount.kind.in_(("customer_main", "customer_reserved")),
+    )
+    if currency is not None:
+        query = query.where(LedgerAccount.currency == currency)
+    accounts = {(c, k): (i, b) for c, k, i, b in (await session.execute(query)).all()}
+    return [
+        Wallet(account_id, c, balance, accounts.get((c, "customer_reserved"), ("", 0))[1])
+        for (c, kind), (account_id, balance) in sorted(accounts.items())
+        if kind == "customer_main"
+    ]
 
 
 async def view_rows(session: AsyncSession, sub: Subscription) -> ViewRows:
@@ -62,7 +95,19 @@ async def view_rows(session: AsyncSession, sub: Subscription) -> ViewRows:
     )
     customer = await session.get_one(Customer, sub.customer_id)
     plan = await session.get_one(Plan, sub.plan_id)
-    return ViewRows(invoice0, payment, plan, customer, tax_rate(sub, plan, customer, None, None))
+    found = await wallets(session, sub.merchant_id, sub.environment, sub.customer_id, sub.currency)
+    charge = Decimal(0)
+    if invoice0 is not None and sub.minimum_account_balance:
+        charge = (await wallet_charges(session, [invoice0.id])).get(invoice0.id, Decimal(0))
+    return ViewRows(
+        invoice0,
+        payment,
+        plan,
+        customer,
+        tax_rate(sub, plan, customer, None, None),
+        wallet=found[0] if found else None,
+        wallet_charge=charge,
+    )
 
 
 def open_checkout(session: AsyncSession, sub: Subscription, invoice: Invoice, expires_at: datetime) -> None:

@@ -149,6 +149,7 @@ async def _usage(session: AsyncSession, sub: Subscription, active: Invoice) -> l
             amount=c.amount,
         )
         for c in charges
+        if c.price is not None
     ]
 
 

@@ -148,4 +148,6 @@ async def view(
         base_url=base_url,
         tax_rate=rows.tax_rate,
         customer=embedded,
+        wallet=rows.wallet,
+        wallet_charge=rows.wallet_charge,
     )

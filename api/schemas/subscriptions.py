@@ -6,9 +6,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, Strict, StrictBool, StrictInt, StringConstraints
 
 from api.schemas.customers import ConsumerIn, Percent
+from api.schemas.invoices import exact
 from api.wire import Id, MoneyStr, Name, Timestamp, UtcDatetime, WireModel
 from db.models import Customer, Invoice, Organization, PaymentSession, Subscription
-from domain.money import format_money, parse_decimal, to_nanos
+from db.subscriptions import Wallet
+from domain.money import format_money, from_nanos, parse_decimal, to_nanos
 from domain.status import INVOICE_PAYABLE
 
 Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
@@ -107,6 +109,9 @@ class SubscriptionOut(WireModel):
     termination_reason: str | None
     test_clock_id: str | None
     wallet_id: str | None = None
+    # Extensions (docs/api-extensions.md, "Wallets"): the wallet's balances in the subscription's currency.
+    wallet_balance: str | None = None
+    reserved_balance: str | None = None
     renewal_reminder_enabled: bool | None
     renewal_reminder_days: int | None
     payment: Payment | None
@@ -129,6 +134,8 @@ class SubscriptionOut(WireModel):
         base_url: str,
         tax_rate: Decimal,
         customer: SubscriptionCustomer | None = None,
+        wallet: Wallet | None = None,
+        wallet_charge: Decimal = Decimal(0),
     ) -> SubscriptionOut:
         balance = (
             str(to_nanos(sub.minimum_account_balance)) if sub.minimum_account_balance is not None else None
@@ -153,9 +160,12 @@ class SubscriptionOut(WireModel):
             terminated_by=sub.terminated_by,
             termination_reason=sub.termination_reason,
             test_clock_id=sub.test_clock_id,
+            wallet_id=wallet.id if wallet else None,
+            wallet_balance=wallet_amount(wallet.balance if wallet else 0, sub.currency),
+            reserved_balance=wallet_amount(wallet.reserved if wallet else 0, sub.currency),
             renewal_reminder_enabled=sub.renewal_reminder_enabled,
             renewal_reminder_days=sub.renewal_reminder_days,
-            payment=payment_of(invoice0, session, base_url),
+            payment=payment_of(invoice0, session, base_url, wallet_charge),
             customer=customer,
             billing_starts_at=sub.billing_anchor,
             billing_anchor=sub.billing_anchor,
@@ -163,11 +173,23 @@ class SubscriptionOut(WireModel):
         )
 
 
-def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_url: str) -> Payment | None:
-    """`payment` from Invoice 0: paid, or pending with its checkout; nothing once cancelled."""
+def wallet_amount(nanos: int, currency: str) -> str:
+    """A wallet balance as a decimal string: the currency's places at least, nanodollars at most."""
+    return exact(from_nanos(nanos), currency)
+
+
+def payment_of(
+    invoice0: Invoice | None,
+    session: PaymentSession | None,
+    base_url: str,
+    wallet_charge: Decimal = Decimal(0),
+) -> Payment | None:
+    """`payment` from Invoice 0: paid, or pending with its checkout; nothing once cancelled. The breakdown
+    splits its total into the upfront charges and the wallet top-up (`walletCharge`, its top-up line)."""
     if invoice0 is None:
         return None
-    amount = format_money(invoice0.grand_total, invoice0.currency)
+    currency = invoice0.currency
+    amount = format_money(invoice0.grand_total, currency)
     if invoice0.status == "PAID":
         return Payment(status="paid", invoice_id=invoice0.id, amount=amount)
     if invoice0.status in INVOICE_PAYABLE and session is not None:
@@ -176,7 +198,8 @@ def payment_of(invoice0: Invoice | None, session: PaymentSession | None, base_ur
             invoice_id=invoice0.id,
             amount=amount,
             breakdown=Breakdown(
-                upfront_charges=amount, wallet_charge=format_money(Decimal(0), invoice0.currency)
+                upfront_charges=format_money(invoice0.grand_total - wallet_charge, currency),
+                wallet_charge=format_money(wallet_charge, currency),
             ),
             checkout_url=f"{base_url}/checkout/{session.id}",
             payment_session_id=session.id,
