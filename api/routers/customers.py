@@ -29,7 +29,7 @@ from api.schemas.customers import (
     store_rates,
 )
 from api.wire import ListResponse, changes, contains, list_envelope
-from db import outbox
+from db import disputes, outbox
 from db.models import Customer, Organization, Subscription
 from domain.ids import new_id
 
@@ -185,6 +185,13 @@ async def _subscriptions(session: AsyncSession, customer: Customer) -> Blocker |
 # {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Disputes and entitlements do
 # not exist yet; each adds its query here.
 BLOCKERS: list[BlockerQuery] = [_subscriptions]
+
+
+async def _disputes(session: AsyncSession, customer: Customer) -> Blocker | None:
+    return await disputes.pending_blocker(session, customer.id)  # pending ones: a resolved dispute is history
+
+
+BLOCKERS.append(_disputes)
 
 
 @router.delete("/{id}", status_code=204, response_class=Response)
