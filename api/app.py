@@ -24,7 +24,6 @@ from api.routers import (
     authorization_links,
     billable_metrics,
     customers,
-    disputes,
     entitlements,
     events,
     features,
@@ -46,6 +45,7 @@ from api.routers import (
     subscriptions,
     test_clocks,
     topups,
+    usage,
     users,
     webhook_portal,
     webhooks,
@@ -57,6 +57,7 @@ from settings import Settings
 ROUTERS = [
     # First: routes are matched in order, and event ingestion is by far the most frequent request.
     events.router,
+    usage.router,  # POST /v0/usage: as hot as event ingestion
     products.router,
     billable_metrics.router,
     fees.router,
@@ -75,7 +76,6 @@ ROUTERS = [
     test_clocks.router,
     payments.router,
     revenue.router,
-    disputes.router,
     webhooks.router,
     sources.router,
     source_rules.router,
@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await events.stop(app)
+            await usage.stop(app)
             await engine.dispose()
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ARRAY, ColumnElement, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import usage as usage_rows
 from db.meter_queries import UsageQuery, period_usages
 from db.models import BillableMetric, Customer, Fee, Invoice, LineItem, Plan, PlanPrice, Price, Subscription
 from domain import invoice as invoice_math
@@ -215,13 +216,43 @@ async def metered_charges_many(
     """metered_charges of many (context, start, end) periods with one aggregation round trip."""
     plans = [(metered_queries(ctx, start, end), start, end) for ctx, start, end in periods]
     usages = iter(await period_usages(session, [q for metered, _, _ in plans for _, _, q in metered]))
+    # Legacy (billingVersion 0) plans also bill the period's in-arrears usage events (D4, db/usage.py).
+    legacy = [i for i, (ctx, _, _) in enumerate(periods) if ctx.plan.billing_version == 0]
+    events = await usage_rows.arrears_usages(
+        session, [(periods[i][0].subscription.id, periods[i][1], periods[i][2]) for i in legacy]
+    )
+    arrears = dict(zip(legacy, events, strict=True))
     result = []
-    for metered, start, end in plans:
+    for n, ((metered, start, end), (ctx, _, _)) in enumerate(zip(plans, periods, strict=True)):
+        from_events = arrears.get(n, {})
+        if not from_events:
+            charges = []
+            for price, metric, _ in metered:
+                charges.append(
+                    Charge.priced(
+                        "metered",
+                        price,
+                        next(usages),
+                        start,
+                        end,
+                        payment_term="in_arrears",
+                        metric_id=metric.id,
+                    )
+                )
+            result.append(charges)
+            continue
+        from_meters = {price.id: next(usages) for price, _, _ in metered}
         charges = []
-        for price, metric, _ in metered:
+        for row in ctx.prices:  # plan order; a metric without an eventType bills its usage events alone
+            price, billed_metric = row.price, row.metric
+            if billed_metric is None or price.payment_term != "in_arrears":
+                continue
+            if price.id not in from_meters and price.id not in from_events:
+                continue
+            usage = usage_rows.with_usage_events(from_meters.get(price.id), from_events.get(price.id))
             charges.append(
                 Charge.priced(
-                    "metered", price, next(usages), start, end, payment_term="in_arrears", metric_id=metric.id
+                    "metered", price, usage, start, end, payment_term="in_arrears", metric_id=billed_metric.id
                 )
             )
         result.append(charges)
@@ -390,4 +421,9 @@ async def write_invoice(
     invoice.subtotal, invoice.total_tax = totals.subtotal, totals.total_tax
     invoice.grand_total = totals.grand_total
     invoice.item_count = len(priced)
+    if invoice.sequence_number >= 1 and ctx.plan.billing_version == 0:
+        # The in-arrears usage events this invoice billed (period_charges read them under its row lock).
+        await usage_rows.mark_billed(
+            session, invoice.id, invoice.subscription_id, invoice.period_start, invoice.period_end
+        )
     return totals

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -171,3 +172,134 @@ async def audit(session: AsyncSession, merchant_id: str | None = None) -> list[s
         if kind in ledger.NON_NEGATIVE and balance < 0:
             problems.append(f"customer account {account_id} is overdrawn: {balance}")
     return problems
+
+
+# ---- many postings in one database transaction (the usage group-commit writer, helper "usage") ----------
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One transaction to post with `post_batch`; `transaction_id` is chosen by the caller (it is stored on
+    the usage event in the same commit) and `idempotency_key` must be new."""
+
+    merchant_id: str
+    environment: str
+    transaction: ledger.Transaction
+    transaction_id: str
+    idempotency_key: str
+    reference_id: str | None = None
+    description: str | None = None
+
+
+AccountKey = tuple[str, str, str, str, str]  # merchant, environment, currency, kind, owner
+
+_LOCK_ACCOUNTS = """
+SELECT a.id, a.merchant_id, a.environment, a.currency, a.kind, a.owner_id, a.balance
+FROM ledger_accounts a
+JOIN unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[])
+     AS u(merchant_id, environment, currency, kind, owner_id)
+  ON a.merchant_id = u.merchant_id AND a.environment = u.environment AND a.currency = u.currency
+     AND a.kind = u.kind AND a.owner_id = u.owner_id
+ORDER BY a.id
+FOR UPDATE OF a
+"""
+_CREATE_ACCOUNTS = """
+INSERT INTO ledger_accounts (id, merchant_id, environment, currency, kind, owner_id, balance)
+SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
+                     $6::varchar[], $7::bigint[])
+ON CONFLICT ON CONSTRAINT uq_ledger_accounts_owner DO NOTHING
+"""
+_INSERT_TRANSACTIONS = """
+INSERT INTO ledger_transactions
+    (id, merchant_id, environment, kind, currency, idempotency_key, reference_id, description)
+SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
+                     $6::varchar[], $7::varchar[], $8::text[])
+"""
+_INSERT_ENTRIES = """
+INSERT INTO ledger_entries (transaction_id, account_id, amount)
+SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[])
+"""
+_SET_BALANCES = """
+UPDATE ledger_accounts a SET balance = u.balance, updated_at = now()
+FROM unnest($1::varchar[], $2::bigint[]) AS u(id, balance)
+WHERE a.id = u.id
+"""
+
+
+def _columns(keys: Sequence[AccountKey]) -> list[list[str]]:
+    return [list(column) for column in zip(*keys, strict=True)] if keys else [[], [], [], [], []]
+
+
+async def _lock_accounts(driver: Any, keys: Sequence[AccountKey]) -> dict[AccountKey, tuple[str, int]]:
+    rows = await driver.fetch(_LOCK_ACCOUNTS, *_columns(keys))
+    return {(r[1], r[2], r[3], r[4], r[5]): (r[0], int(r[6])) for r in rows}
+
+
+async def post_batch(driver: Any, postings: Sequence[Posting]) -> list[str | ledger.InsufficientFunds]:
+    """Post `postings` in order inside the caller's open transaction on the asyncpg connection `driver`:
+    each account they touch is locked once (FOR UPDATE, in id order, like `post`), every transaction is
+    applied in Python with domain.ledger.apply against the running balances, and the transactions, entries
+    and balances of those that can pay are written with one statement each.
+
+    Returns, per posting, its transaction id, or the InsufficientFunds that refused it (nothing of it
+    written; the postings after it see the balances without it). The caller commits. A repeated
+    idempotency key fails the insert (unique violation), and the caller's transaction with it.
+    """
+    wanted = sorted(
+        {
+            (p.merchant_id, p.environment, p.transaction.currency, e.account.kind, e.account.owner)
+            for p in postings
+            for e in p.transaction.entries
+        }
+    )
+    locked = await _lock_accounts(driver, wanted)
+    missing = [k for k in wanted if k not in locked]
+    if missing:
+        columns = _columns(missing)
+        ids = [new_id("ledger_account") for _ in missing]
+        await driver.execute(_CREATE_ACCOUNTS, ids, *columns, [0] * len(missing))
+        locked |= await _lock_accounts(driver, missing)
+    balances = {key: balance for key, (_, balance) in locked.items()}
+    results: list[str | ledger.InsufficientFunds] = []
+    written: list[tuple[Posting, list[AccountKey]]] = []
+    for posting in postings:
+        txn = posting.transaction
+        keys = [
+            (posting.merchant_id, posting.environment, txn.currency, e.account.kind, e.account.owner)
+            for e in txn.entries
+        ]
+        before = {e.account: balances[k] for e, k in zip(txn.entries, keys, strict=True)}
+        try:
+            after = ledger.apply(before, txn)
+        except ledger.InsufficientFunds as exc:
+            results.append(exc)
+            continue
+        for e, k in zip(txn.entries, keys, strict=True):
+            balances[k] = after[e.account]
+        results.append(posting.transaction_id)
+        written.append((posting, keys))
+    if not written:
+        return results
+    await driver.execute(
+        _INSERT_TRANSACTIONS,
+        [p.transaction_id for p, _ in written],
+        [p.merchant_id for p, _ in written],
+        [p.environment for p, _ in written],
+        [p.transaction.kind for p, _ in written],
+        [p.transaction.currency for p, _ in written],
+        [p.idempotency_key for p, _ in written],
+        [p.reference_id for p, _ in written],
+        [p.description for p, _ in written],
+    )
+    entry_txns, entry_accounts, entry_amounts = [], [], []
+    touched: set[AccountKey] = set()
+    for posting, keys in written:
+        for entry, key in zip(posting.transaction.entries, keys, strict=True):
+            entry_txns.append(posting.transaction_id)
+            entry_accounts.append(locked[key][0])
+            entry_amounts.append(entry.amount)
+            touched.add(key)
+    await driver.execute(_INSERT_ENTRIES, entry_txns, entry_accounts, entry_amounts)
+    moved = sorted(touched)
+    await driver.execute(_SET_BALANCES, [locked[k][0] for k in moved], [balances[k] for k in moved])
+    return results

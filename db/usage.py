@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Invoice, LedgerAccount, LedgerEntry, LedgerTransaction, UsageEvent
 from domain import ledger
+from domain.pricing.base import PeriodUsage
 
 
 async def get(
@@ -237,3 +238,19 @@ async def sums(
         .group_by(UsageEvent.currency)
     )
     return {c: UsageSums(Decimal(a), Decimal(r), int(n)) for c, a, r, n in rows}
+
+
+def with_usage_events(meters: PeriodUsage | None, events: ArrearsUsage | None) -> PeriodUsage:
+    """A metered price's period usage with its in-arrears usage events added (D4): their quantities join
+    the period quantity and the per-record sums (each event a record, priced at ingestion, D5)."""
+    if events is None:
+        return meters if meters is not None else PeriodUsage(quantity=Decimal(0))
+    if meters is None or (meters.quantity == 0 and meters.record_values == 0):
+        return PeriodUsage(events.quantity, events.quantity, events.amount, events.price)
+    shared = meters.record_price if meters.record_price == events.price else None
+    return PeriodUsage(
+        meters.quantity + events.quantity,
+        meters.record_values + events.quantity,
+        meters.record_amount + events.amount,
+        shared,
+    )
