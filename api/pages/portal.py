@@ -36,6 +36,36 @@ class InvoiceRow:
 
 
 @dataclass(frozen=True)
+class UsageCharge:
+    """One usage event of the subscription, as the "Track spending" section lists it."""
+
+    at: datetime
+    description: str  # "Basic submissions × 3"
+    amount: Decimal  # total charged (instant and in arrears, tax included)
+    paid_from: str  # "reservation" | "wallet" | "invoice"
+    refunded: bool
+
+
+@dataclass(frozen=True)
+class WalletMove:
+    at: datetime
+    kind: str  # the ledger transaction's kind: funding, usage, reserve, release, refund
+    amount: Decimal  # signed: what it did to the wallet's balance
+
+
+@dataclass(frozen=True)
+class Spending:
+    """The customer's wallet in the subscription's currency and its recent usage charges."""
+
+    wallet_id: str | None
+    balance: Decimal
+    reserved: Decimal
+    active_entitlements: int
+    charges: list[UsageCharge]
+    moves: list[WalletMove]
+
+
+@dataclass(frozen=True)
 class PortalView:
     merchant_name: str
     customer_name: str
@@ -52,6 +82,7 @@ class PortalView:
     sandbox: bool
     link_expires_at: datetime
     sources: list[SourceRow] = field(default_factory=list)
+    spending: Spending | None = None  # pay-as-you-go: the wallet, reservations and usage charges
     notice: str | None = None  # what a Sources form just did
     notice_failed: bool = False
 
@@ -136,6 +167,66 @@ def _usage(view: PortalView) -> str:
     )
 
 
+_PAID_FROM = {"reservation": "Reserved funds", "wallet": "Wallet", "invoice": "Next invoice"}
+_MOVES = {
+    "funding": "Top-up",
+    "usage": "Usage charge",
+    "reserve": "Reserved for an entitlement",
+    "release": "Reservation released",
+    "refund": "Refund",
+}
+
+
+def _spending(view: PortalView) -> str:
+    """ "Track spending" (seed 001): what the wallet holds, what is reserved, what usage cost lately."""
+    spent = view.spending
+    if spent is None:
+        return ""
+    currency = view.currency
+    held = (
+        ""
+        if spent.active_entitlements == 0
+        else (
+            f" for {spent.active_entitlements} active "
+            f"{'entitlement' if spent.active_entitlements == 1 else 'entitlements'}"
+        )
+    )
+    if spent.charges:
+        charges = "".join(
+            f'<tr><td class="nowrap">{e(moment(c.at))}</td><td>{e(c.description)}</td>'
+            f"<td>{e(_PAID_FROM.get(c.paid_from, c.paid_from))}"
+            f"{' ' + status_badge('refunded') if c.refunded else ''}</td>"
+            f'<td class="num">{e(exact(c.amount, currency))} {e(currency)}</td></tr>'
+            for c in spent.charges
+        )
+    else:
+        charges = '<tr><td colspan="4" class="muted">No usage charged yet.</td></tr>'
+    moves = "".join(
+        f'<tr><td class="nowrap">{e(moment(m.at))}</td><td>{e(_MOVES.get(m.kind, m.kind))}</td>'
+        f'<td class="num">{"+" if m.amount > 0 else ""}{e(exact(m.amount, currency))} {e(currency)}</td></tr>'
+        for m in spent.moves
+    )
+    activity = (
+        '<h3>Wallet activity</h3><table data-testid="wallet-activity"><thead><tr><th>When</th><th>What</th>'
+        f'<th class="num">Amount</th></tr></thead><tbody>{moves}</tbody></table>'
+        if spent.moves
+        else ""
+    )
+    return (
+        '<div class="card" data-testid="track-spending"><h2>Track spending</h2>'
+        "<dl>"
+        f'<dt>Wallet balance</dt><dd data-testid="wallet-balance">{e(exact(spent.balance, currency))} '
+        f"{e(currency)}</dd>"
+        f'<dt>Reserved funds</dt><dd data-testid="reserved-funds">{e(exact(spent.reserved, currency))} '
+        f"{e(currency)}{e(held)}</dd>"
+        "</dl>"
+        "<h3>Recent usage charges</h3>"
+        '<table data-testid="usage-charges"><thead><tr><th>When</th><th>Usage</th><th>Paid from</th>'
+        f'<th class="num">Amount</th></tr></thead><tbody>{charges}</tbody></table>'
+        f"{activity}</div>"
+    )
+
+
 def _invoices(view: PortalView) -> str:
     if not view.invoices:
         rows = '<tr><td colspan="5" class="muted">No invoices yet.</td></tr>'
@@ -163,7 +254,7 @@ def portal_page(view: PortalView) -> HTMLResponse:
     kind = "connects your sources" if view.sources else "is read-only"
     note = f'<p class="muted">This link {kind} and expires {e(moment(view.link_expires_at))}.</p>'
     sources = sources_card(view.sources, view.notice, view.notice_failed)
-    body = _summary(view) + sources + _usage(view) + _invoices(view) + note
+    body = _summary(view) + sources + _spending(view) + _usage(view) + _invoices(view) + note
     banner = "SANDBOX — test data; invoices here are paid with test payments only." if view.sandbox else None
     return respond(document(f"{view.name} — {view.merchant_name}", body, banner=banner))
 

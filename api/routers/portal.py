@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse
 from pydantic import Strict
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import portal_tokens
@@ -28,8 +28,12 @@ from api.wire import Timestamp, WireModel
 from db import invoice_totals
 from db.billing import load_context, metered_charges
 from db.models import (
+    BillableMetric,
     Customer,
+    Entitlement,
     Invoice,
+    LedgerEntry,
+    LedgerTransaction,
     Organization,
     PaymentSession,
     Plan,
@@ -37,7 +41,10 @@ from db.models import (
     SourceInstallation,
     Subscription,
     TestClock,
+    UsageEvent,
 )
+from db.subscriptions import wallets
+from domain.money import from_nanos
 from domain.pricing import Charge as DomainCharge
 from domain.pricing import model_for
 
@@ -115,6 +122,7 @@ async def _view(session: AsyncSession, sub: Subscription, link_expires_at: datet
         )
     )
     active = next((i for i in invoices if i.status == "ACTIVE"), None)
+    spending = await _spending(session, sub, plan)
     return pages.PortalView(
         merchant_name=merchant.name,
         customer_name=consumer.name,
@@ -130,7 +138,86 @@ async def _view(session: AsyncSession, sub: Subscription, link_expires_at: datet
         invoices=await _invoice_rows(session, sub, merchant.name, invoices),
         sandbox=sub.environment == "sandbox",
         link_expires_at=link_expires_at,
+        spending=spending,
     )
+
+
+RECENT = 10  # usage charges and wallet movements the "Track spending" section lists
+
+
+async def _spending(session: AsyncSession, sub: Subscription, plan: Plan) -> pages.Spending | None:
+    """The customer's wallet in the subscription's currency, its reservations and the subscription's
+    latest usage charges; None for a Standard plan whose customer never had a wallet."""
+    wallet = next(
+        iter(await wallets(session, sub.merchant_id, sub.environment, sub.customer_id, sub.currency)), None
+    )
+    if wallet is None and plan.billing_version != 0:
+        return None
+    active = await session.scalar(
+        select(func.count())
+        .select_from(Entitlement)
+        .where(
+            Entitlement.merchant_id == sub.merchant_id,
+            Entitlement.environment == sub.environment,
+            Entitlement.customer_id == sub.customer_id,
+            Entitlement.currency == sub.currency,
+            Entitlement.status == "active",
+        )
+    )
+    events = list(
+        await session.scalars(
+            select(UsageEvent)
+            .where(UsageEvent.subscription_id == sub.id)
+            .order_by(UsageEvent.timestamp.desc(), UsageEvent.id.desc())
+            .limit(RECENT)
+        )
+    )
+    metric_ids = {p.get("billableMetricId") for ev in events for p in ev.properties or []}
+    names = dict(
+        (
+            await session.execute(
+                select(BillableMetric.id, BillableMetric.name).where(BillableMetric.id.in_(metric_ids))
+            )
+        ).all()
+        if metric_ids
+        else []
+    )
+    moves = []
+    if wallet is not None:
+        rows = await session.execute(
+            select(LedgerTransaction.created_at, LedgerTransaction.kind, LedgerEntry.amount)
+            .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
+            .where(LedgerEntry.account_id == wallet.id)
+            .order_by(LedgerEntry.id.desc())
+            .limit(RECENT)
+        )
+        moves = [pages.WalletMove(at, kind, from_nanos(amount)) for at, kind, amount in rows.all()]
+    return pages.Spending(
+        wallet_id=wallet.id if wallet else None,
+        balance=from_nanos(wallet.balance if wallet else 0),
+        reserved=from_nanos(wallet.reserved if wallet else 0),
+        active_entitlements=int(active or 0),
+        charges=[
+            pages.UsageCharge(
+                at=ev.timestamp,
+                description=", ".join(
+                    f"{_metric(names, p)} × {p.get('quantity')}" for p in ev.properties or []
+                ),
+                amount=ev.total_amount,
+                paid_from="reservation"
+                if ev.entitlement_id
+                else ("wallet" if ev.instant_amount > 0 else "invoice"),
+                refunded=ev.refunded_at is not None,
+            )
+            for ev in events
+        ],
+        moves=moves,
+    )
+
+
+def _metric(names: dict[str, str], item: dict[str, Any]) -> str:
+    metric_id = str(item.get("billableMetricId", ""))
+    return names.get(metric_id, metric_id)
 
 
 async def _usage(session: AsyncSession, sub: Subscription, active: Invoice) -> list[pages.Usage]:

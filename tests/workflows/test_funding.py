@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
 from activities.subscription import SubscriptionActivities
 from db import ledger as ledger_db
 from db.funding import credit_topup
-from db.models import Invoice, LedgerTransaction
+from db.models import Invoice, LedgerTransaction, UsageEvent
 from db.session import session_factory
 from domain import ledger
+from domain.ids import new_id
 from tests.workflows.billing_harness import GRACE, Billing, assert_recomputable, eventually
 from workflows.subscription_messages import RecordPayment
 
@@ -263,3 +265,59 @@ async def test_paying_on_the_checkout_page_credits_the_wallet(billing: Billing) 
     assert await balances(billing, customer) == {("USD", "customer_main"): 12_340_000_000}
     assert await billing.status(sub["id"]) == "active"
     assert await audit(billing) == []
+
+
+async def test_the_portal_tracks_spending(billing: Billing) -> None:
+    plan = await metered_only_plan(billing)
+    customer = await billing.customer()
+    sub = await billing.subscribe(plan, customer, datetime.now(UTC), minimumAccountBalance="20.00")
+    link = await billing.post(f"/v0/subscriptions/{sub['id']}/portal", {}, 200)
+    path = httpx.URL(link["url"]).raw_path.decode()
+    # Before Invoice 0 is paid: a pay-as-you-go plan shows its (empty) wallet.
+    before = await billing.http.get(path, headers={"Authorization": ""})
+    assert before.status_code == 200 and "Track spending" in before.text
+    assert '<dd data-testid="wallet-balance">0.00 USD</dd>' in before.text
+    assert "No usage charged yet." in before.text
+    await billing.activate(sub)
+    await eventually(lambda: _expect(balances(billing, customer), {("USD", "customer_main"): 20 * NANOS}))
+
+    # One usage charge of $0.003 from the wallet, as POST /v0/usage writes it (event and ledger together).
+    metric = await billing.get("/v0/billableMetrics", merchantId=billing.merchant.merchant_id)
+    calls = next(m for m in metric["data"] if m["name"] == "api.calls")
+    async with session_factory(billing.engine)() as session:
+        merchant = billing.merchant.merchant_id
+        event_id = new_id("usage_event")
+        charge = ledger.usage(merchant, customer, "USD", 3_000_000, Decimal(0))
+        posted = await ledger_db.post(
+            session, merchant, "sandbox", charge, idempotency_key=f"usage:{event_id}"
+        )
+        session.add(
+            UsageEvent(
+                id=event_id, merchant_id=merchant, environment="sandbox", customer_id=customer,
+                consumer_id="org_x", subscription_id=sub["id"], idempotency_key=event_id,
+                timestamp=datetime.now(UTC), currency="USD",
+                properties=[{"billableMetricId": calls["id"], "quantity": 3}],
+                price=Decimal("0.003"), total_amount=Decimal("0.003"), instant_amount=Decimal("0.003"),
+                transaction_id=posted.transaction_id,
+            )
+        )  # fmt: skip
+        await session.commit()
+
+    page = await billing.http.get(path, headers={"Authorization": ""})
+    html = page.text
+    assert page.status_code == 200
+    assert '<dd data-testid="wallet-balance">19.997 USD</dd>' in html
+    assert '<dd data-testid="reserved-funds">0.00 USD</dd>' in html
+    assert "api.calls × 3" in html and "0.003 USD" in html and "Wallet" in html
+    assert "Top-up" in html and "+20.00 USD" in html and "Usage charge" in html
+    got = await billing.get(f"/v0/subscriptions/{sub['id']}")
+    assert got["walletBalance"] == "19.997"
+    assert await audit(billing) == []
+
+
+async def test_a_standard_plan_without_a_wallet_shows_no_spending(billing: Billing) -> None:
+    plan, _ = await billing.quickstart_catalog()
+    sub = await billing.subscribe(plan, await billing.customer(), datetime.now(UTC))
+    link = await billing.post(f"/v0/subscriptions/{sub['id']}/portal", {}, 200)
+    page = await billing.http.get(httpx.URL(link["url"]).raw_path.decode(), headers={"Authorization": ""})
+    assert page.status_code == 200 and "Track spending" not in page.text
