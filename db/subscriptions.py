@@ -84,6 +84,35 @@ async def wallets(
     ]
 
 
+async def wallets_of(
+    session: AsyncSession, merchant_id: str, environment: str, customer_ids: list[str]
+) -> dict[str, list[Wallet]]:
+    """The wallets of many customers (a /v0/customers page) in one query, by customer and currency."""
+    found: dict[str, list[Wallet]] = {c: [] for c in customer_ids}
+    if not customer_ids:
+        return found
+    rows = await session.execute(
+        select(
+            LedgerAccount.owner_id,
+            LedgerAccount.currency,
+            LedgerAccount.kind,
+            LedgerAccount.id,
+            LedgerAccount.balance,
+        ).where(
+            LedgerAccount.merchant_id == merchant_id,
+            LedgerAccount.environment == environment,
+            LedgerAccount.owner_id.in_(customer_ids),
+            LedgerAccount.kind.in_(("customer_main", "customer_reserved")),
+        )
+    )
+    accounts = {(o, c, k): (i, b) for o, c, k, i, b in rows.all()}
+    for (owner, currency, kind), (account_id, balance) in sorted(accounts.items()):
+        if kind == "customer_main":
+            reserved = accounts.get((owner, currency, "customer_reserved"), ("", 0))[1]
+            found[owner].append(Wallet(account_id, currency, balance, reserved))
+    return found
+
+
 async def view_rows(session: AsyncSession, sub: Subscription) -> ViewRows:
     invoice0 = await session.scalar(
         select(Invoice).where(Invoice.subscription_id == sub.id, Invoice.sequence_number == 0)

@@ -31,6 +31,7 @@ from api.schemas.customers import (
 from api.wire import ListResponse, changes, contains, list_envelope
 from db import disputes, outbox
 from db.models import Customer, Organization, Subscription
+from db.subscriptions import wallets_of
 from domain.ids import new_id
 
 router = APIRouter(prefix="/v0/customers", tags=["customers"])
@@ -125,13 +126,17 @@ async def list_customers(
         query = query.where(Customer.external_id == external_id)
     rows, total = await ctx.page(query, page, Customer.created_at, Customer.id)
     consumers = await consumers_of(ctx.session, rows)
-    return list_envelope([CustomerOut.of(r, consumers[r.consumer_id]) for r in rows], page, total)
+    caller = ctx.caller
+    found = await wallets_of(ctx.session, caller.merchant_id, caller.environment, [r.id for r in rows])
+    items = [CustomerOut.of(r, consumers[r.consumer_id], found[r.id]) for r in rows]
+    return list_envelope(items, page, total)
 
 
 @router.get("/{id}", response_model=CustomerOut)
 async def get_customer(id: str, ctx: Context) -> CustomerOut:
     row = await ctx.owned(Customer, id, "Customer")
-    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id])
+    found = await wallets_of(ctx.session, row.merchant_id, row.environment, [row.id])
+    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id], found[row.id])
 
 
 @router.patch("/{id}", response_model=CustomerOut)
@@ -156,7 +161,8 @@ async def update_customer(id: str, body: CustomerUpdate, ctx: Context) -> Custom
         row.external_id = fields["external_id"]
     await ctx.commit_or_conflict(external_id_taken(fields.get("external_id")))
     await ctx.session.refresh(row)
-    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id])
+    found = await wallets_of(ctx.session, row.merchant_id, row.environment, [row.id])
+    return CustomerOut.of(row, (await consumers_of(ctx.session, [row]))[row.consumer_id], found[row.id])
 
 
 Blocker = dict[str, Any]

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Strict, StringConstraints
 
+from api.schemas.invoices import exact
 from api.wire import Id, Name, Timestamp, WireModel
 from db.models import Customer, Organization
+from db.subscriptions import Wallet
+from domain.money import from_nanos
 
 Short = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Phone = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -150,6 +154,15 @@ class NotificationSettingsOut(WireModel):
     renewal_reminder: bool
 
 
+class WalletOut(WireModel):
+    """Extension (docs/api-extensions.md, "Wallets"): the customer's wallet in one currency."""
+
+    wallet_id: str
+    currency: str
+    balance: str  # available to spend, decimal
+    reserved_balance: str  # held for active entitlements, decimal
+
+
 class CustomerOut(WireModel):
     id: str
     object: Literal["customer"] = "customer"
@@ -163,9 +176,10 @@ class CustomerOut(WireModel):
     notification_settings: NotificationSettingsOut
     created_at: Timestamp
     updated_at: Timestamp
+    wallets: list[WalletOut] = []
 
     @classmethod
-    def of(cls, row: Customer, consumer: Organization) -> CustomerOut:
+    def of(cls, row: Customer, consumer: Organization, wallets: Sequence[Wallet] = ()) -> CustomerOut:
         address = AddressOut.model_validate(consumer.address) if consumer.address is not None else None
         return cls(
             id=row.id,
@@ -187,4 +201,13 @@ class CustomerOut(WireModel):
             ),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            wallets=[
+                WalletOut(
+                    wallet_id=w.id,
+                    currency=w.currency,
+                    balance=exact(from_nanos(w.balance), w.currency),
+                    reserved_balance=exact(from_nanos(w.reserved), w.currency),
+                )
+                for w in wallets
+            ],
         )

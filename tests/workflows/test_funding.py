@@ -114,6 +114,7 @@ async def test_invoice0_adds_the_top_up_and_paying_it_credits_the_wallet_once(bi
         ("fee", "Wallet top-up", "20.00"),
     ]
     assert await balances(billing, customer) == {}
+    assert (await billing.get(f"/v0/customers/{customer}"))["wallets"] == []
 
     # The payment signal, then the same signal again and again (a retried webhook, a double click).
     for _ in range(3):
@@ -130,6 +131,11 @@ async def test_invoice0_adds_the_top_up_and_paying_it_credits_the_wallet_once(bi
     got = await billing.get(f"/v0/subscriptions/{sub['id']}")
     assert got["walletId"].startswith("acc_")
     assert (got["walletBalance"], got["reservedBalance"]) == ("20.00", "0.00")
+    # The customer shows its wallets (extension), on GET and on the list.
+    wallet = {"walletId": got["walletId"], "currency": "USD", "balance": "20.00", "reservedBalance": "0.00"}
+    assert (await billing.get(f"/v0/customers/{customer}"))["wallets"] == [wallet]
+    listed = await billing.get("/v0/customers", organizationId=billing.merchant.merchant_id)
+    assert {c["id"]: c["wallets"] for c in listed["data"]}[customer] == [wallet]
     assert present(got["payment"]) == {"status": "paid", "invoiceId": invoice0.id, "amount": "73.90"}
     paid = (await billing.invoices(sub["id"]))[0]
     assert paid.status == "PAID" and paid.paid_amount == Decimal("73.90")
