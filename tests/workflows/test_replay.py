@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.workflows.billing_harness import GRACE, Billing
+from workflows.entitlement import EntitlementWorkflow
 from workflows.ids import subscription_workflow_id
 from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.source_installation import SourceInstallationWorkflow
@@ -116,6 +117,8 @@ RECORDED_ELSEWHERE = {
     "webhook-endpoint",  # tests/workflows/test_webhook_delivery.py
     "webhook-relay",  # tests/workflows/test_webhook_relay.py
     "source-installation",  # tests/workflows/test_source_installation.py
+    "entitlement-timer",  # tests/workflows/test_entitlement.py
+    "entitlement-clock",  # tests/workflows/test_entitlement.py
 }
 
 
@@ -142,6 +145,7 @@ async def replay(histories: list[WorkflowHistory]) -> None:
             WebhookEndpointWorkflow,
             WebhookRelayWorkflow,
             SourceInstallationWorkflow,
+            EntitlementWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )
