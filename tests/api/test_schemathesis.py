@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -32,7 +33,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db import outbox, webhooks
 from db.merchants import NewMerchant
-from db.models import AuthorizationLink, Plan, Source, SourceRule, Subscription
+from db.models import (
+    AuthorizationLink,
+    Dispute,
+    Plan,
+    PlanPrice,
+    Price,
+    Source,
+    SourceRule,
+    Subscription,
+    UsageEvent,
+)
 from domain.ids import new_id
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
@@ -71,6 +82,7 @@ RESOURCES = {
     "/v0/webhooks/messages/": "webhookMessageId",
     "/v0/sources/": "sourceId",
     "/v0/sourceRules/": "ruleId",
+    "/v0/disputes/": "disputeId",
 }
 
 
@@ -92,6 +104,7 @@ async def _seed(factory: Factory) -> dict[str, str]:
         "invoiceId": (await factory.invoice(subscription)).id,
         **(await _seed_webhooks(factory)),
         **(await _seed_sources(factory, plan, subscription)),
+        **(await _seed_disputes(factory, plan, subscription)),
     }
 
 
@@ -142,6 +155,40 @@ async def _seed_webhooks(factory: Factory) -> dict[str, str]:
         await session.commit()
     await relay_all(factory.sessions)
     return {"webhookEndpointId": endpoint.id, "webhookMessageId": event.id, "endpointId": endpoint.id}
+
+
+async def _seed_disputes(factory: Factory, plan: Plan, subscription: Subscription) -> dict[str, str]:
+    """A usage event with a pending dispute and one without (for POST /v0/disputes), and a fee priced on
+    the seeded plan, which becomes the seeded fee (so GET /v0/fees/{id}/price/{subscriptionId} finds it)."""
+    fee = await factory.fee(name="Seeded fee")
+    price = await factory.add(
+        Price(
+            id=new_id("price"), fee_id=fee.id, model="standard", payment_term="in_advance",
+            properties={"unitPrice": "5.00"}, billing_cadence="P1M", invoice_display_name="Seeded fee",
+            **factory.tenant,
+        )
+    )  # fmt: skip
+    await factory.add(PlanPrice(plan_id=plan.id, price_id=price.id, position=99))
+    events = []
+    for _ in range(2):
+        events.append(
+            await factory.add(
+                UsageEvent(
+                    id=new_id("usage_event"), customer_id=subscription.customer_id, consumer_id="org_seed",
+                    subscription_id=subscription.id, idempotency_key=new_id("usage_event"),
+                    timestamp=datetime.now(UTC), properties=[], currency="USD", price=Decimal("1.50"),
+                    total_amount=Decimal("1.50"), instant_amount=Decimal("1.50"), **factory.tenant,
+                )
+            )
+        )  # fmt: skip
+    dispute = await factory.add(
+        Dispute(
+            id=new_id("dispute"), usage_event_id=events[0].id, customer_id=subscription.customer_id,
+            customer_message="Seeded dispute message", status="pending", disputed_amount=Decimal("1.50"),
+            **factory.tenant,
+        )
+    )  # fmt: skip
+    return {"disputeId": dispute.id, "usageEventId": events[1].id, "feeId": fee.id}
 
 
 def _point_at_seeds(case: Case, seeds: dict[str, str]) -> None:
