@@ -85,6 +85,7 @@ async def create(
     expires_at: datetime,
     test_clock_id: str | None,
     entitlement_id: str | None = None,
+    created_at: datetime | None = None,
 ) -> Entitlement:
     """Insert an active entitlement and reserve `amount` from the customer's wallet in the same database
     transaction. Raises domain.ledger.InsufficientFunds (nothing reserved; the caller rolls back) when the
@@ -109,6 +110,8 @@ async def create(
         expires_at=expires_at,
         test_clock_id=test_clock_id,
     )
+    if created_at is not None:
+        row.created_at = created_at
     session.add(row)
     await session.flush()  # the row first (lock order: entitlement, then ledger accounts)
     if amount > 0:

@@ -53,12 +53,13 @@ def _show(nanos: int) -> str:
     return format_amount(from_nanos(nanos).normalize()) if nanos else "0"
 
 
-async def _clock_now(ctx: Ctx, subscription: Subscription) -> datetime:
+async def _clock_now(ctx: Ctx, subscription: Subscription, wall: datetime) -> datetime:
+    """The subscription's time: its test clock's reading, else the wall clock's."""
     if subscription.test_clock_id is not None:
         clock = await ctx.session.get(TestClock, subscription.test_clock_id)
         if clock is not None:
             return clock.current_time
-    return datetime.now(UTC)
+    return wall
 
 
 async def _legacy_subscriptions(ctx: Ctx, customer_id: str) -> list[tuple[Subscription, Plan]]:
@@ -199,7 +200,8 @@ async def create_entitlement(body: EntitlementCreate, ctx: Context, request: Req
             "amount",
             "zero_reservation",
         )
-    now = await _clock_now(ctx, sub)
+    wall = datetime.now(UTC)
+    now = await _clock_now(ctx, sub, wall)
     merchant_id, environment = ctx.caller.merchant_id, ctx.caller.environment
     try:
         row = await entitlements.create(
@@ -216,6 +218,7 @@ async def create_entitlement(body: EntitlementCreate, ctx: Context, request: Req
             max_uses=body.max_uses,
             expires_at=now + LIFETIME,
             test_clock_id=sub.test_clock_id,
+            created_at=wall,
         )
     except ledger.InsufficientFunds as exc:
         await ctx.session.rollback()
