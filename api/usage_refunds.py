@@ -122,8 +122,8 @@ async def _refund_lines(
                 subscription_id=event.subscription_id,
                 invoice_id=invoice_id,
                 position=position + n,
-                # A manual line: the invoice prices it with the others, and a negative one reads as a refund.
-                type="manual",
+                # Priced by the invoice like a manual line; negative, it reads as lineItemType "refund".
+                type="refund",
                 status="pending",
                 price_id=str(prop.get("priceId")) if prop.get("priceId") else None,
                 billable_metric_id=str(prop["billableMetricId"]),

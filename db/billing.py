@@ -315,7 +315,8 @@ async def manual_lines_many(session: AsyncSession, invoices: Sequence[Invoice]) 
     lines: dict[str, list[LineItem]] = {invoice.id: [] for invoice in invoices}
     rows = await session.scalars(
         select(LineItem)
-        .where(among(LineItem.invoice_id, lines), LineItem.type == "manual")
+        # Refund lines of usage events (api/usage_refunds.py) are priced like manual ones.
+        .where(among(LineItem.invoice_id, lines), LineItem.type.in_(("manual", "refund")))
         .order_by(LineItem.position, LineItem.created_at)
     )
     for row in rows:
