@@ -23,7 +23,10 @@ from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from settings import Settings
 from tests.e2e.dev_server import temporal_dev_server  # noqa: F401  (session fixture for api and e2e)
+from tests.speed import install as install_speed_ups
 from tests.stripe_fake import stripe_fake  # noqa: F401  (session fixture: a Stripe fake's base URL)
+
+install_speed_ups()  # tests/speed.py: changes no behaviour under test
 
 
 def free_port() -> int:
