@@ -31,7 +31,8 @@ from schemathesis.checks import (
 from schemathesis.core.failures import ServerError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import outbox, webhooks
+from db import entitlements, outbox, webhooks
+from db import ledger as ledger_records
 from db.merchants import NewMerchant
 from db.models import (
     AuthorizationLink,
@@ -44,6 +45,7 @@ from db.models import (
     Subscription,
     UsageEvent,
 )
+from domain import ledger
 from domain.ids import new_id
 from integrations.secret_box import SecretBox
 from integrations.webhook_signing import new_secret
@@ -83,6 +85,7 @@ RESOURCES = {
     "/v0/sources/": "sourceId",
     "/v0/sourceRules/": "ruleId",
     "/v0/disputes/": "disputeId",
+    "/v0/entitlements/": "entitlementId",
 }
 
 
@@ -105,6 +108,7 @@ async def _seed(factory: Factory) -> dict[str, str]:
         **(await _seed_webhooks(factory)),
         **(await _seed_sources(factory, plan, subscription)),
         **(await _seed_disputes(factory, plan, subscription)),
+        **(await _seed_entitlements(factory, plan, subscription)),
     }
 
 
@@ -189,6 +193,27 @@ async def _seed_disputes(factory: Factory, plan: Plan, subscription: Subscriptio
         )
     )  # fmt: skip
     return {"disputeId": dispute.id, "usageEventId": events[1].id, "feeId": fee.id}
+
+
+async def _seed_entitlements(factory: Factory, plan: Plan, subscription: Subscription) -> dict[str, str]:
+    """A funded wallet for the seeded customer and an active entitlement reserving part of it (so GET
+    /v0/entitlements/{id} and usage with entitlementId find a real reservation)."""
+    m = factory.merchant
+    customer_id = subscription.customer_id
+    async with factory.sessions() as session:
+        funding = ledger.funding(m.merchant_id, customer_id, "USD", 100 * 10**9)
+        await ledger_records.post(
+            session, m.merchant_id, m.environment, funding, idempotency_key="topup:seed"
+        )
+        row = await entitlements.create(
+            session, merchant_id=m.merchant_id, environment=m.environment, customer_id=customer_id,
+            subscription_id=subscription.id, plan_id=plan.id, product_id=plan.product_id, currency="USD",
+            billable_metrics=[{"billableMetricId": "bm_seed", "quantity": "1000", "price": "0.01"}],
+            amount=10 * 10**9, max_uses=100, expires_at=datetime.now(UTC) + timedelta(days=30),
+            test_clock_id=subscription.test_clock_id,
+        )  # fmt: skip
+        await session.commit()
+    return {"entitlementId": row.id}
 
 
 def _point_at_seeds(case: Case, seeds: dict[str, str]) -> None:
