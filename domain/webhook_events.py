@@ -65,6 +65,7 @@ CUSTOMER: dict[str, Any] = {
     "notificationSettings": {"invoiceIssued": True, "invoicePaid": True, "renewalReminder": True},
     "createdAt": "2026-03-01T09:00:00.000Z",
     "updatedAt": "2026-03-01T09:00:00.000Z",
+    "wallets": [],
 }
 
 
@@ -91,6 +92,8 @@ def _subscription(**changes: Any) -> dict[str, Any]:
         "terminationReason": None,
         "testClockId": None,
         "walletId": None,
+        "walletBalance": "0.00",
+        "reservedBalance": "0.00",
         "renewalReminderEnabled": None,
         "renewalReminderDays": None,
         "payment": {
