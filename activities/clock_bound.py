@@ -30,6 +30,8 @@ class ClockBoundKind:
     name: str
     bound_ids: BoundIds  # (session, test clock id, after this id, at most) → ids in ascending order
     workflow_id: Callable[[str], str]
+    # Drive this kind's workflows one at a time, in the order bound_ids lists them (time order).
+    in_order: bool = False
 
 
 async def _subscriptions(session: AsyncSession, clock_id: str, after: str | None, limit: int) -> list[str]:
@@ -60,7 +62,8 @@ async def _installations(session: AsyncSession, clock_id: str, after: str | None
 
 async def _entitlements(session: AsyncSession, clock_id: str, after: str | None, limit: int) -> list[str]:
     # The active ones (a settled entitlement's workflow has ended), in time order: earliest expiresAt first,
-    # so batches release in the order the reservations expired (each release is stamped at its expiresAt).
+    # driven one at a time (in_order), so an advance releases them in the order they expired (each release
+    # is stamped at its expiresAt).
     query = select(Entitlement.id).where(
         Entitlement.test_clock_id == clock_id, Entitlement.status == "active"
     )
@@ -74,7 +77,7 @@ async def _entitlements(session: AsyncSession, clock_id: str, after: str | None,
 KINDS: tuple[ClockBoundKind, ...] = (
     ClockBoundKind("subscription", _subscriptions, subscription_workflow_id),
     ClockBoundKind("source installation", _installations, source_installation_workflow_id),
-    ClockBoundKind("entitlement", _entitlements, entitlement_workflow_id),
+    ClockBoundKind("entitlement", _entitlements, entitlement_workflow_id, in_order=True),
 )
 
 

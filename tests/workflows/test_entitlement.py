@@ -252,6 +252,23 @@ async def test_a_clock_advance_past_expiry_releases_in_time_order(billing: Billi
         save("entitlement-clock", chain)
 
 
+async def test_one_advance_across_several_expiries_releases_them_in_time_order(billing: Billing) -> None:
+    clock = await Factory(billing.engine, billing.merchant).test_clock(current_time=JAN31)
+    setup = await legacy(billing.engine, billing.merchant, test_clock_id=clock.id)
+    created = []
+    for day in (0, 5, 8, 9):
+        if day:
+            await billing.advance(clock.id, JAN31 + timedelta(days=day))
+        created.append((await create(billing, setup))["id"])
+    await billing.advance(clock.id, JAN31 + timedelta(days=60))
+    assert await releases(billing) == [f"release:{i}" for i in created]  # ids are random; expiry is not
+    for day, entitlement_id in zip((0, 5, 8, 9), created, strict=True):
+        done = await row(billing, entitlement_id)
+        assert (done.status, done.released_at) == ("expired", JAN31 + timedelta(days=day + 30))
+    assert await wallet(billing, setup.customer_id) == {"customer_main": 10 * DOLLAR, "customer_reserved": 0}
+    assert await audit(billing) == []
+
+
 async def test_the_reconciler_starts_a_missing_workflow(billing: Billing) -> None:
     setup = await legacy(billing.engine, billing.merchant)
     m = billing.merchant
