@@ -384,3 +384,41 @@ async def test_get_of_an_unknown_entitlement_is_404(api: httpx.AsyncClient) -> N
     response = await api.get("/v0/entitlements/com_nope")
     assert response.status_code == 404
     assert "com_nope" in response.json()["message"]
+
+
+async def test_usage_with_entitlement_id_consumes_it_until_it_runs_out(
+    api: httpx.AsyncClient, engine: AsyncEngine, merchant: NewMerchant
+) -> None:
+    setup = await legacy(engine, merchant)
+    ent = (await api.post("/v0/entitlements", json=body(setup, maxUses=3))).json()  # 1000 × 0.001 = 1 USD
+
+    async def use(quantity: int) -> httpx.Response:
+        event = {
+            "merchantId": merchant.merchant_id,
+            "customerId": setup.customer_id,
+            "idempotencyKey": new_id("usage_event"),
+            "timestamp": datetime.now(UTC).isoformat(),
+            "properties": [{"billableMetricId": setup.metric_id, "quantity": quantity}],
+            "entitlementId": ent["id"],
+        }
+        return await api.post("/v0/usage", json=event)
+
+    first = await use(300)
+    assert first.status_code == 201, first.text
+    assert first.json()["entitlementId"] == ent["id"]
+    after = (await api.get(f"/v0/entitlements/{ent['id']}")).json()
+    assert (after["usedCount"], after["remainingBalance"], after["status"]) == (1, "700000000", "active")
+    too_much = await use(800)
+    assert too_much.status_code == 422, too_much.text
+    assert "short by 0.1 USD" in too_much.json()["message"]
+    assert (await use(200)).status_code == 201
+    last = await use(100)
+    assert last.status_code == 201, last.text
+    done = (await api.get(f"/v0/entitlements/{ent['id']}")).json()
+    assert (done["usedCount"], done["remainingBalance"], done["status"]) == (3, "0", "exhausted")
+    refused = await use(1)
+    assert refused.status_code == 422 and "exhausted" in refused.json()["message"]
+    assert await active(api, setup.customer_id) == []
+    # 10 funded, 0.6 used through the reservation, 0.4 released when the third use ran it out.
+    assert await wallet(engine, setup) == {"customer_main": 9_400_000_000, "customer_reserved": 0}
+    assert await audit(engine, merchant) == []
