@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v0/entitlements", tags=["entitlements"])
 
+MAX_RESERVATION = 10**18  # nanodollars (a billion in the currency's units): far beyond any wallet
 LIFETIME = timedelta(days=30)  # expiresAt = creation + LIFETIME (Paygentic does not document it)
 START_TIMEOUT_SECONDS = 5.0  # the row is committed; an unreachable Temporal is healed by the reconciler
 
@@ -199,6 +200,12 @@ async def create_entitlement(body: EntitlementCreate, ctx: Context, request: Req
             "reserves nothing: Σ quantity × price is 0; an entitlement guarantees payment of a positive "
             "amount",
             "zero_reservation",
+        )
+    if nanos > MAX_RESERVATION:
+        raise invalid(
+            "entitlementData",
+            f"reserves more than the largest reservation ({_show(MAX_RESERVATION)} {sub.currency})",
+            "too_large",
         )
     wall = datetime.now(UTC)
     now = await _clock_now(ctx, sub, wall)

@@ -251,6 +251,8 @@ async def test_refusals(
         body(setup, {"billableMetricId": setup.metric_id, "quantity": 1, "price": "-1"}), 400, "negative"
     )
     await refused(body(setup, {"billableMetricId": setup.metric_id, "quantity": 0}), 400, "reserves nothing")
+    huge = {"billableMetricId": setup.metric_id, "quantity": 10**15, "price": "99999999999999999999"}
+    await refused(body(setup, huge), 400, "largest reservation")
     twice = {"billableMetricId": setup.metric_id, "quantity": 1}
     await refused(body(setup, twice, twice), 400, "more than once")
     await refused(body(setup, entitlementData=[]), 400, "entitlementData")
