@@ -24,12 +24,12 @@ class TopupOutOfBounds(ValueError):
 
 def minimum_balance_charge(minimum: Decimal, balance: Decimal, currency: str) -> Decimal:
     """The wallet charge of Invoice 0: `max(0, minimum − balance)`, rounded half-up to the currency's minor
-    unit (the balance has nanodollar precision); a positive charge below MIN_TOPUP is raised to it. 0 means
-    no top-up."""
-    short = round_money(minimum - balance, currency)
+    unit (the balance has nanodollar precision); any positive charge below MIN_TOPUP (even a nanodollar short)
+    is raised to it. 0 means no top-up."""
+    short = minimum - balance
     if short <= 0:
         return round_money(Decimal(0), currency)
-    return max(short, MIN_TOPUP)
+    return max(round_money(short, currency), MIN_TOPUP)
 
 
 def check_topup(amount: Decimal, currency: str) -> Decimal:

@@ -92,7 +92,6 @@ def pay_in_browser(browser: Browser, checkout_url: str) -> str:
 def test_pay_as_you_go_seed_001(dev_stack: tuple[str, Ready], browser: Browser) -> None:
     base, ready = dev_stack
     merchant = ready.merchant_id
-    started = time.monotonic()
     with (
         Paygentic(server_url=base, bearer_auth=ready.api_key, timeout_ms=TIMEOUT_MS) as sdk,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ready.api_key}"}, timeout=60) as http,
@@ -267,4 +266,3 @@ def test_pay_as_you_go_seed_001(dev_stack: tuple[str, Ready], browser: Browser) 
         assert raw["walletFunding"]["amount"] == "20.00"
         assert (raw["instantUsage"]["amount"], raw["instantUsage"]["refundAmount"]) == ("0.09", "0.05")
         assert sum(Decimal(b["revenue"]) for b in raw["trend"]) == Decimal("5.04")
-    assert time.monotonic() - started < 90
