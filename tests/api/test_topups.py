@@ -4,6 +4,7 @@ tests/workflows/test_funding_topups.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -188,3 +189,22 @@ async def test_unhappy_paths(
     assert (await aclient.get(f"{path}/inv_unknown")).status_code == 404
     async with session_factory(engine)() as session:
         assert await ledger_db.audit(session, customer.merchant_id) == []
+
+
+async def test_concurrent_top_ups_get_their_own_numbers(
+    aclient: httpx.AsyncClient, factory: Factory, engine: AsyncEngine
+) -> None:
+    customer = await factory.customer()
+    sub = await factory.subscription(customer=customer)
+    responses = await asyncio.gather(
+        *(
+            aclient.post(f"/v0/customers/{customer.id}/topups", json={"amount": f"{n}.00"})
+            for n in range(1, 6)
+        )
+    )
+    assert [r.status_code for r in responses] == [201] * 5, [r.text for r in responses]
+    async with session_factory(engine)() as session:
+        numbers = sorted(
+            await session.scalars(select(Invoice.sequence_number).where(Invoice.subscription_id == sub.id))
+        )
+    assert numbers == [-5, -4, -3, -2, -1]
