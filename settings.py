@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting that cannot work (a Stripe key of the wrong mode …); its message never holds a secret."""
 
 
 class Settings(BaseSettings):
@@ -86,6 +91,130 @@ class Settings(BaseSettings):
             "required in production (empty: links use a per-process key, secrets a public development key)."
         ),
     )
+
+    # ---- payments (issue 11, integrations/payments/; docs/settings.md "Payments") ----------------------
+    payment_provider: Literal["sandbox", "stripe"] = Field(
+        default="sandbox",
+        description="Payment provider of the sandbox environment (sk_test_ merchants): sandbox (Accrue's "
+        "test checkout) or stripe (PaymentIntents in the test mode of ACCRUE_STRIPE_SECRET_KEY's account).",
+    )
+    live_payment_provider: Literal["", "sandbox", "stripe"] = Field(
+        default="",
+        description="Payment provider of the live environment; empty: stripe once "
+        "ACCRUE_STRIPE_LIVE_SECRET_KEY is set, else none (live checkouts say payments are unavailable).",
+    )
+    payment_provider_overrides: dict[str, Literal["sandbox", "stripe"]] = Field(
+        default_factory=dict,
+        description='Per-merchant provider, JSON: {"org_…": "stripe"} or {"org_…:sandbox": "stripe"}.',
+    )
+    stripe_secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Test-mode secret key (sk_test_/rk_test_) of the deployment's Stripe.",
+    )
+    stripe_publishable_key: str = Field(
+        default="",
+        description="Test-mode publishable key (pk_test_) the Stripe checkout page hands Stripe.js.",
+    )
+    stripe_webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="Signing secret (whsec_) of the test-mode Stripe webhook endpoint."
+    )
+    stripe_live_secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Live-mode secret key (sk_live_/rk_live_) of the deployment's Stripe.",
+    )
+    stripe_live_publishable_key: str = Field(default="", description="Live-mode publishable key (pk_live_).")
+    stripe_live_webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="Signing secret (whsec_) of the live-mode Stripe webhook endpoint."
+    )
+    stripe_js_url: str = Field(
+        default="https://js.stripe.com/v3/",
+        description="Where the Stripe checkout page loads Stripe.js from (localstripe serves its own).",
+    )
+    payment_reconcile_interval: timedelta = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description="How often an owning workflow asks Stripe about an open PaymentIntent whose webhook has "
+        "not arrived.",
+    )
+
+    # ---- dunning (issue 11 item 5: autoCharge retries; docs/settings.md "Dunning") -----------------------
+    dunning_schedule: Annotated[tuple[timedelta, ...], NoDecode] = Field(
+        default=(timedelta(days=1), timedelta(days=3), timedelta(days=5), timedelta(days=7)),
+        description="When a failed off-session charge of an autoCharge invoice is retried: ISO-8601 "
+        "durations, comma-separated, each an offset from the first failure (increasing); empty: no retry.",
+    )
+    dunning_policy: Literal["keep", "terminate"] = Field(
+        default="keep",
+        description="What happens after the last retry fails: keep (the subscription stays active, the "
+        "invoice PAYMENT_FAILED and payable in the portal) or terminate (terminatedBy system).",
+    )
+
+    @field_validator("dunning_schedule", mode="before")
+    @classmethod
+    def _dunning_offsets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("dunning_schedule")
+    @classmethod
+    def _dunning_increasing(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+        if any(offset <= timedelta(0) for offset in value):
+            raise ValueError("every dunning offset must be positive")
+        if list(value) != sorted(set(value)):
+            raise ValueError("dunning offsets count from the first failure: they must increase")
+        return value
+
+    @property
+    def live_provider(self) -> str:
+        if self.live_payment_provider:
+            return self.live_payment_provider
+        return "stripe" if self.stripe_live_secret_key.get_secret_value() else "sandbox"
+
+    @model_validator(mode="after")
+    def _stripe_keys_match_their_mode(self) -> Settings:
+        """A live key where a test key belongs (or the reverse) stops the process at startup. SettingsError,
+        not ValueError: pydantic would wrap a ValueError with the input (the keys themselves) in its message;
+        this message names the variable, never the key."""
+        from domain.stripe_keys import key_mode
+
+        for var, value, mode in (
+            ("ACCRUE_STRIPE_SECRET_KEY", self.stripe_secret_key.get_secret_value(), "test"),
+            ("ACCRUE_STRIPE_LIVE_SECRET_KEY", self.stripe_live_secret_key.get_secret_value(), "live"),
+        ):
+            if not value:
+                continue
+            try:
+                found = key_mode(value)
+            except ValueError:
+                raise SettingsError(
+                    f"{var} is not a Stripe secret key (sk_{mode}_… or rk_{mode}_…)"
+                ) from None
+            if found != mode:
+                where = "the sandbox environment" if mode == "test" else "the live environment"
+                raise SettingsError(
+                    f"{var} is a {found}-mode key, refused: {where} takes {mode}-mode keys only "
+                    f"(sk_{mode}_… or rk_{mode}_…)"
+                )
+        for var, value, mode in (
+            ("ACCRUE_STRIPE_PUBLISHABLE_KEY", self.stripe_publishable_key, "test"),
+            ("ACCRUE_STRIPE_LIVE_PUBLISHABLE_KEY", self.stripe_live_publishable_key, "live"),
+        ):
+            if value and not value.startswith(f"pk_{mode}_"):
+                raise SettingsError(f"{var} must be a {mode}-mode publishable key (pk_{mode}_…)")
+        sandbox_stripe = self.payment_provider == "stripe" or "stripe" in {
+            v for k, v in self.payment_provider_overrides.items() if not k.endswith(":live")
+        }
+        if sandbox_stripe and not self.stripe_secret_key.get_secret_value():
+            raise SettingsError(
+                "the sandbox environment's stripe provider needs ACCRUE_STRIPE_SECRET_KEY (a test-mode key)"
+            )
+        live_stripe = self.live_payment_provider == "stripe" or "stripe" in {
+            v for k, v in self.payment_provider_overrides.items() if k.endswith(":live")
+        }
+        if live_stripe and not self.stripe_live_secret_key.get_secret_value():
+            raise SettingsError("the live environment's stripe provider needs ACCRUE_STRIPE_LIVE_SECRET_KEY")
+        return self
 
     @property
     def base_url(self) -> str:
