@@ -15,6 +15,10 @@
 Run it: `python -m tests.stripe_fake --port 8420`. In pytest: the session fixture `stripe_fake` (imported
 by tests/conftest.py) starts it as a subprocess on a free port and yields its base URL.
 Restricted keys (`rk_…`) are accepted as well as secret keys (localstripe alone refuses them).
+Payments (issue 11): a publishable key `pk_<mode>_<rest>` (what Stripe.js posts as `key`) is the account
+of `sk_<mode>_<rest>`; POSTs honour `Idempotency-Key` as Stripe does (the same key in one account answers
+the first response again); PaymentIntents take `description`, `setup_future_usage`, `receipt_email` and
+`statement_descriptor` (localstripe refuses them), which the fake keeps but does not act on.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ def build_app() -> Any:
     server.get_api_key = _accepted_key  # auth_middleware looks it up at call time
 
     revoked: set[str] = set()
+    idempotent: dict[tuple[str, str], tuple[int, bytes, str]] = {}  # (account, Idempotency-Key) → response
     failures: dict[str, list[int]] = {}  # key → statuses of the next requests
     requests: dict[str, int] = {}
 
@@ -140,7 +145,7 @@ def build_app() -> Any:
     async def account_middleware(request: Any, handler: Any) -> Any:
         if request.path.startswith("/_config/"):
             return await handler(request)
-        key = _request_key(request.headers) or ""
+        key = _request_key(request.headers) or await _publishable_account(request)
         requests[key] = requests.get(key, 0) + 1
         if key in revoked:
             return stripe_error(401, "invalid_request_error", f"Invalid API Key provided: {_masked(key)}")
@@ -153,7 +158,27 @@ def build_app() -> Any:
                 )
             return stripe_error(status, "api_error", f"Injected server error {status}.")
         _ACCOUNT.set(key)
-        return await handler(request)
+        idempotency_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        if not idempotency_key:
+            return await handler(request)
+        remembered = idempotent.get((key, idempotency_key))
+        if remembered is not None:
+            status, body, content_type = remembered
+            return web.Response(status=status, body=body, content_type=content_type)
+        response = await handler(request)
+        if response.status < 500 and isinstance(response.body, bytes):
+            idempotent[(key, idempotency_key)] = (response.status, response.body, response.content_type)
+        return response
+
+    async def _publishable_account(request: Any) -> str:
+        """Stripe.js authenticates with the publishable key in the body: pk_x_y is the account of sk_x_y."""
+        if request.method != "POST":
+            return ""
+        data = await server.get_post_data(request, remove_auth=False)
+        publishable = data.get("key") if isinstance(data, dict) else None
+        if isinstance(publishable, str) and publishable.startswith("pk_"):
+            return "sk_" + publishable[3:]
+        return ""
 
     async def revoke(request: Any) -> Any:
         revoked.add(request.match_info["key"])
@@ -204,6 +229,8 @@ def build_app() -> Any:
     # localstripe's do not. Its _export lists properties, so one is enough.
     resources.Invoice.customer_name = property(customer_name)
 
+    _accept_payment_intent_params(resources)
+
     app = server.app
     app.middlewares.insert(0, account_middleware)
     app.router.add_post("/_config/accounts/{key}/revoke", revoke)
@@ -213,6 +240,20 @@ def build_app() -> Any:
     app.router.add_get("/_config/accounts/{key}/requests", count)
     app.router.add_get("/_config/health", health)
     return app
+
+
+def _accept_payment_intent_params(resources: Any) -> None:
+    """PaymentIntents take the parameters Accrue's Stripe provider sends that localstripe lacks."""
+    extra = ("description", "setup_future_usage", "receipt_email", "statement_descriptor")
+    original = resources.PaymentIntent.__init__
+
+    def __init__(self: Any, **kwargs: Any) -> None:
+        kept = {name: kwargs.pop(name, None) for name in extra}
+        original(self, **kwargs)
+        for name, value in kept.items():
+            setattr(self, name, value)
+
+    resources.PaymentIntent.__init__ = __init__
 
 
 # ---- test helpers (run in the test process, talk to the fake over HTTP) ---------------------------------
