@@ -352,6 +352,10 @@ class PaymentSession(Base, Tenant):
     expires_at: Mapped[datetime]
     redirect_urls: Mapped[dict[str, Any] | None] = mapped_column(Json)
     completed_at: Mapped[datetime | None]
+    # Migration 0007 (issue 11): the provider that collects it (integrations/payments) and its object there
+    # (Stripe: the PaymentIntent pi_…), set once the provider has created it.
+    provider: Mapped[str] = mapped_column(String(16), server_default="sandbox", default="sandbox")
+    provider_reference: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class OutboxEvent(Base):
@@ -741,3 +745,41 @@ class Dispute(Base, Tenant):
     status: Mapped[str] = mapped_column(String(16))
     disputed_amount: Mapped[Decimal]
     resolved_at: Mapped[datetime | None]
+
+
+# ---- migration 0007: payment providers (issue 11; integrations/payments) ---------------------------------
+
+
+class StripeEvent(Base):
+    """A Stripe webhook event Accrue has acted on (`POST /v0/stripe/webhooks`): one row per Stripe event id,
+    inserted in the transaction that signals the owning workflow, so a redelivered event changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # evt_…
+    type: Mapped[str] = mapped_column(String(64))
+    livemode: Mapped[bool]
+    object_id: Mapped[str | None] = mapped_column(String(255))  # pi_…
+    owner_kind: Mapped[str | None] = mapped_column(String(16))  # subscription | payment (metadata)
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ProviderCustomer(Base, Timestamps):
+    """An Accrue customer's customer object at a payment provider (Stripe cus_…) and the payment method
+    saved for off-session charges (autoCharge: saved at Invoice 0 with savePaymentMethod)."""
+
+    __tablename__ = "provider_customers"
+    __table_args__ = (
+        UniqueConstraint(
+            "merchant_id", "environment", "customer_id", "provider", name="uq_provider_customers_customer"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(8))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    provider: Mapped[str] = mapped_column(String(16))
+    provider_customer: Mapped[str] = mapped_column(String(255))
+    payment_method: Mapped[str | None] = mapped_column(String(255))

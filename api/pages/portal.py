@@ -149,6 +149,8 @@ def _summary(view: PortalView) -> str:
 def _usage(view: PortalView) -> str:
     if view.current_period is None:
         return ""
+    if not view.usage and view.spending is not None:
+        return ""  # pay-as-you-go, nothing billed in arrears: Track spending shows the usage
     if not view.usage:
         rows = '<tr><td colspan="4" class="muted">This plan has no metered prices.</td></tr>'
     else:

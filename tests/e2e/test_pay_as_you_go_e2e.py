@@ -242,6 +242,7 @@ def test_pay_as_you_go_seed_001(dev_stack: tuple[str, Ready], browser: Browser) 
             assert "Premium Submissions × 4" in charges and "Execution Time × 300" in charges
             assert charges.count("refunded") == 2
             assert "Top-up" in page.inner_text("[data-testid=wallet-activity]")
+            assert "Usage this period" not in page.content()  # all instant: nothing accrues to an invoice
         finally:
             page.close()
 

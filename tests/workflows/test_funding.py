@@ -316,6 +316,7 @@ async def test_the_portal_tracks_spending(billing: Billing) -> None:
     assert '<dd data-testid="reserved-funds">0.00 USD</dd>' in html
     assert "api.calls × 3" in html and "0.003 USD" in html and "Wallet" in html
     assert "Top-up" in html and "+20.00 USD" in html and "Usage charge" in html
+    assert "Usage this period" in html  # the plan's in-arrears price still shows its estimate
     got = await billing.get(f"/v0/subscriptions/{sub['id']}")
     assert got["walletBalance"] == "19.997"
     assert await audit(billing) == []
