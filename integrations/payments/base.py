@@ -11,7 +11,7 @@ Conventions every implementation keeps:
   minor units exist only inside the Stripe implementation (domain.money.to_minor_units).
 - `our_id` is Accrue's id of the thing being paid (a payment session `ps_…` of an invoice, or a one-off
   payment `pay_…`). Provider calls that create something carry the idempotency key `<our id>:<step>`
-  (`ps_x:create`, `ps_x:confirm:<n>`, `pay_x:charge:<attempt>`), so a retried activity creates nothing twice.
+  (`ps_x:create`, `ps_x:confirm:<tok_…>`, `pay_x:charge:<attempt>`), so a retried activity creates nothing twice.
 - The provider's object names its owner (`PaymentOwner`) so its webhook can be routed without a lookup:
   Stripe PaymentIntents carry it in their metadata (`accrue_owner_kind`, `accrue_owner_id`, `accrue_id`,
   `accrue_invoice_id`, `accrue_merchant_id`, `accrue_environment`; see `owner_of`). Owner kinds today:
@@ -169,10 +169,11 @@ class PaymentProvider(Protocol):
         """Where the payment stands now (the owner's timer reconcile; the page after confirming)."""
         ...
 
-    async def confirm_with_card_token(self, reference: str, token: str, attempt: int) -> PaymentState:
+    async def confirm_with_card_token(self, reference: str, token: str, attempt: str) -> PaymentState:
         """Confirm with a card the payer entered on the hosted page (a Stripe.js token): SUCCEEDED,
         REQUIRES_ACTION (the page authenticates with the client secret), or PaymentDeclinedError.
-        `attempt` numbers the payer's tries (idempotency key `<our id>:confirm:<attempt>`)."""
+        `attempt` names the payer's try, unique per try (the page passes the token's id: a token is
+        single-use), for the idempotency keys `<our id>:card|method|confirm:<attempt>`."""
         ...
 
     async def charge_off_session(self, request: OffSessionCharge) -> PaymentState:

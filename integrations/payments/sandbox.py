@@ -5,10 +5,14 @@
 outcome to the owning workflow themselves, so the provider holds no state and `retrieve` has nothing newer
 than the owner's own row to report (REQUIRES_PAYMENT). Off-session charges of a stored method succeed at
 once, as the sandbox always did for `autoCharge`, except for a method whose id starts with
-`pm_sandbox_decline` (test hook for dunning), which is declined with `card_declined`.
+`pm_sandbox_decline` (test hook for dunning), which is declined with `card_declined`;
+`pm_sandbox_decline_first_<n>` declines attempts 1…n of each charge and succeeds from attempt n + 1 (dunning
+tests: "fails twice, then the retry succeeds"), decided from the method and the attempt alone.
 """
 
 from __future__ import annotations
+
+import re
 
 from integrations.payments.base import (
     CreatedPayment,
@@ -22,6 +26,15 @@ from integrations.payments.base import (
 )
 
 DECLINING_METHOD_PREFIX = "pm_sandbox_decline"
+_DECLINES_FIRST = re.compile(r"pm_sandbox_decline_first_(\d+)")
+
+
+def declines(payment_method: str, attempt: int) -> bool:
+    """Whether the sandbox declines this off-session charge attempt of the method."""
+    first = _DECLINES_FIRST.fullmatch(payment_method)
+    if first is not None:
+        return attempt <= int(first[1])
+    return payment_method.startswith(DECLINING_METHOD_PREFIX)
 
 
 class SandboxProvider:
@@ -33,12 +46,12 @@ class SandboxProvider:
     async def retrieve(self, reference: str) -> PaymentState:
         return PaymentState(reference=reference, status=PaymentStatus.REQUIRES_PAYMENT, our_id=reference)
 
-    async def confirm_with_card_token(self, reference: str, token: str, attempt: int) -> PaymentState:
+    async def confirm_with_card_token(self, reference: str, token: str, attempt: str) -> PaymentState:
         raise ProviderRejected("the sandbox provider takes no cards: use the checkout page's test buttons")
 
     async def charge_off_session(self, request: OffSessionCharge) -> PaymentState:
         reference = f"{request.our_id}:charge:{request.attempt}"
-        if request.payment_method.startswith(DECLINING_METHOD_PREFIX):
+        if declines(request.payment_method, request.attempt):
             state = PaymentState(
                 reference=reference,
                 status=PaymentStatus.FAILED,

@@ -199,7 +199,7 @@ class StripeProvider:
         )
         return payment_state(intent)
 
-    async def confirm_with_card_token(self, reference: str, token: str, attempt: int) -> PaymentState:
+    async def confirm_with_card_token(self, reference: str, token: str, attempt: str) -> PaymentState:
         current = await self.retrieve(reference)
         if current.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING, PaymentStatus.CANCELED):
             return current
