@@ -134,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
         RequestGuard,
         max_bytes=settings.max_request_bytes,
         body_timeout=settings.request_body_timeout,
-        direct={("POST", "/v0/events"): events.ingest_event},
+        direct={("POST", "/v0/events"): events.ingest_event, ("POST", "/v0/usage"): usage.create_usage_event},
     )
     return app
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -301,46 +302,91 @@ class _Retry(Exception):
     """Another transaction stored one of the batch's keys meanwhile: roll back and decide again."""
 
 
-async def process(driver: Any, items: Sequence[Item], fee_rate: Decimal) -> list[Outcome]:
-    """Decide and store `items` (none with an entitlementId) in one transaction on the asyncpg connection
-    `driver`; one outcome per item, in order."""
+class PlanPrices:
+    """Each plan's metric prices, remembered for `ttl` seconds (a price edited on a plan reaches ingestion
+    within that time): a batch then reads only its customers' subscriptions."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, dict[str, MetricPrice]]] = {}
+
+    async def get(self, driver: Any, plan_ids: Sequence[str]) -> dict[str, dict[str, MetricPrice]]:
+        now = time.monotonic()
+        found = {p: e[1] for p in plan_ids if (e := self._entries.get(p)) is not None and e[0] > now}
+        missing = [p for p in plan_ids if p not in found]
+        if missing:
+            loaded = await store.metric_prices(driver, missing)
+            if len(self._entries) > 10_000:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            for plan_id, prices in loaded.items():
+                self._entries[plan_id] = (now + self._ttl, prices)
+            found |= loaded
+        return found
+
+
+async def process(
+    driver: Any, items: Sequence[Item], fee_rate: Decimal, plan_prices: PlanPrices | None = None
+) -> list[Outcome]:
+    """Decide and store `items` (none with an entitlementId) on the asyncpg connection `driver` (outside
+    any transaction); one outcome per item, in order.
+
+    The fast path reads the batch's subscriptions and wallet balances without locks and writes events and
+    charges in one statement that commits on its own: its row locks order concurrent writers of a wallet
+    and the ledger's not-overdrawn CHECK refuses it whole if another writer got there first. Then, and for
+    batches with in-arrears parts (which lock their period invoice) or accounts not opened yet, the
+    locking path decides again in a transaction that locks subscriptions, invoices and accounts first."""
+    prices = plan_prices or PlanPrices(0)
+    try:
+        fast = await _fast(driver, items, fee_rate, prices)
+    except asyncpg.CheckViolationError:
+        fast = None
+    if fast is None:
+        return await _locking(driver, items, fee_rate, prices)
+    outcomes, again = fast
+    if again:
+        redone = await _locking(driver, [items[i] for i in again], fee_rate, prices)
+        for i, outcome in zip(again, redone, strict=True):
+            outcomes[i] = outcome
+    return [o for o in outcomes if o is not None]
+
+
+async def _locking(
+    driver: Any, items: Sequence[Item], fee_rate: Decimal, plan_prices: PlanPrices
+) -> list[Outcome]:
+    """The locking path, in one transaction. Its first attempt does not look the keys up (a repeated key
+    is rare and the INSERT's ON CONFLICT finds it); when one turns out to be stored, the transaction is
+    rolled back and the batch decided again with the stored events looked up first."""
+    known = False
     for attempt in range(5):
         try:
             async with driver.transaction():
-                return await _process(driver, items, fee_rate)
-        except (_Retry, asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-            if attempt == 4:
-                raise UsageStoreError("the batch kept conflicting with concurrent ones") from None
+                return await _process(driver, items, fee_rate, plan_prices, known)
+        except _Retry:
+            known = True
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
             await asyncio.sleep(0.005 * (attempt + 1))
-    raise AssertionError("unreachable")
+    raise UsageStoreError("the batch kept conflicting with concurrent ones")
 
 
-async def _process(driver: Any, items: Sequence[Item], fee_rate: Decimal) -> list[Outcome]:
-    outcomes: list[Outcome | None] = [None] * len(items)
+def _firsts(items: Sequence[Item]) -> dict[store.Key, int]:
     first: dict[store.Key, int] = {}
     for i, item in enumerate(items):
         first.setdefault(item.key, i)
-    stored = await store.existing(driver, list(first))
-    todo: list[int] = []
-    for key, i in first.items():
-        if key in stored:
-            outcomes[i] = stored[key]
-        else:
-            todo.append(i)
+    return first
 
-    tenants: dict[tuple[str, str], list[int]] = {}
-    for i in todo:
-        tenants.setdefault((items[i].merchant_id, items[i].environment), []).append(i)
-    subs: dict[tuple[str, str, str], list[LiveSubscription]] = {}
-    known_customers: set[tuple[str, str, str]] = set()
-    for (m, e), idx in tenants.items():
-        customers = sorted({items[i].body.customer_id for i in idx})
-        found, known = await store.subscriptions(driver, m, e, customers)
-        subs |= {(m, e, c): rows for c, rows in found.items()}
-        known_customers |= {(m, e, c) for c in known}
+
+async def _drafts(
+    driver: Any,
+    items: Sequence[Item],
+    todo: Sequence[int],
+    outcomes: list[Outcome | None],
+    subs: dict[tuple[str, str, str], list[LiveSubscription]],
+    known_customers: set[tuple[str, str, str]],
+    plan_prices: PlanPrices,
+) -> dict[int, tuple[LiveSubscription, Priced]]:
+    """Each item's subscription and pricing; the refused ones get their ApiError in `outcomes`."""
     plan_ids = sorted({s.plan_id for rows in subs.values() for s in rows if s.billing_version == 0})
-    prices = await store.metric_prices(driver, plan_ids) if plan_ids else {}
-
+    prices = await plan_prices.get(driver, plan_ids) if plan_ids else {}
     chosen: dict[int, LiveSubscription] = {}
     unpriced: dict[tuple[str, str], set[str]] = {}
     for i in todo:
@@ -368,7 +414,6 @@ async def _process(driver: Any, items: Sequence[Item], fee_rate: Decimal) -> lis
     known_metrics: dict[tuple[str, str], set[str]] = {}
     for (m, e), unknown in unpriced.items():
         known_metrics[(m, e)] = await store.known_metrics(driver, m, e, sorted(unknown))
-
     drafts: dict[int, tuple[LiveSubscription, Priced]] = {}
     for i, sub in chosen.items():
         item = items[i]
@@ -382,18 +427,13 @@ async def _process(driver: Any, items: Sequence[Item], fee_rate: Decimal) -> lis
             outcomes[i] = exc
             continue
         drafts[i] = (sub, priced)
+    return drafts
 
-    # In-arrears parts join the period invoice of their timestamp while it is still open.
-    arrears = [i for i, (_, priced) in drafts.items() if priced.has_arrears]
-    if arrears:
-        invoices = await store.period_invoices(
-            driver, [(drafts[i][0].id, items[i].body.timestamp) for i in arrears]
-        )
-        for i, invoice in zip(arrears, invoices, strict=True):
-            if invoice is not None and invoice[1] not in OPEN_FOR_USAGE:
-                outcomes[i] = period_invoiced(items[i].body.timestamp, *invoice)
-                del drafts[i]
 
+def _build(
+    items: Sequence[Item], drafts: dict[int, tuple[LiveSubscription, Priced]], fee_rate: Decimal
+) -> tuple[list[records.Posting], list[int], dict[int, UsageRecord]]:
+    """The events' records and the ledger postings of their instant parts (with the items they charge)."""
     order = sorted(drafts)
     usage_ids = fresh_ids("usage_event", len(order))
     transaction_ids = fresh_ids("ledger_transaction", len(order))
@@ -419,20 +459,141 @@ async def _process(driver: Any, items: Sequence[Item], fee_rate: Decimal) -> lis
             )
             posted_for.append(i)
         new[i] = new_record(item, sub, priced, usage_id, transaction_id if nanos > 0 else None)
+    return postings, posted_for, new
+
+
+async def _refused_repeats(
+    driver: Any, items: Sequence[Item], todo: Sequence[int], outcomes: list[Outcome | None]
+) -> None:
+    """A refused event may repeat a stored one (its key was not looked up before): then the stored event
+    is the answer."""
+    refused = [items[i].key for i in todo if isinstance(outcomes[i], ApiError)]
+    if refused:
+        stored = await store.existing(driver, refused)
+        for i in todo:
+            if isinstance(outcomes[i], ApiError) and items[i].key in stored:
+                outcomes[i] = stored[items[i].key]
+
+
+def _fill_repeats(items: Sequence[Item], first: dict[store.Key, int], outcomes: list[Outcome | None]) -> None:
+    for i, item in enumerate(items):
+        if outcomes[i] is None:
+            outcomes[i] = outcomes[first[item.key]]
+
+
+async def _fast(
+    driver: Any, items: Sequence[Item], fee_rate: Decimal, plan_prices: PlanPrices
+) -> tuple[list[Outcome | None], list[int]] | None:
+    """The fast path: outcomes, and the items to decide again on the locking path; None when the whole
+    batch needs it."""
+    outcomes: list[Outcome | None] = [None] * len(items)
+    first = _firsts(items)
+    todo = list(first.values())
+    tenants: dict[tuple[str, str], list[int]] = {}
+    for i in todo:
+        tenants.setdefault((items[i].merchant_id, items[i].environment), []).append(i)
+    subs: dict[tuple[str, str, str], list[LiveSubscription]] = {}
+    known_customers: set[tuple[str, str, str]] = set()
+    balances: dict[records.AccountKey, tuple[str, int]] = {}
+    kinds = ["merchant_revenue", "platform_fee"] if fee_rate > 0 else ["merchant_revenue"]
+    for (m, e), idx in tenants.items():
+        customers = sorted({items[i].body.customer_id for i in idx})
+        found, accounts = await store.context(driver, m, e, customers, kinds)
+        subs |= {(m, e, c): rows for c, rows in found.items()}
+        balances |= accounts
+        known = set(found)
+        missing = [c for c in customers if c not in known]
+        if missing:
+            known |= await store.customers_known(driver, m, e, missing)
+        known_customers |= {(m, e, c) for c in known}
+    drafts = await _drafts(driver, items, todo, outcomes, subs, known_customers, plan_prices)
+    if any(priced.has_arrears for _, priced in drafts.values()):
+        return None
+    postings, posted_for, new = _build(items, drafts, fee_rate)
+    if any(key not in balances for key in records.account_keys(postings)):
+        return None  # an account to open first (a wallet never funded refuses anyway)
+    results, charges = records.apply_batch(postings, balances)
+    short: list[int] = []
+    for i, result in zip(posted_for, results, strict=True):
+        if isinstance(result, ledger.InsufficientFunds):
+            outcomes[i] = insufficient(result)
+            short.append(i)
+            del new[i]
+    await _refused_repeats(driver, items, todo, outcomes)
+    rows = [new[i] for i in sorted(new)]
+    stored = await store.insert_guarded(driver, rows, charges) if rows else set()
+    again: list[int] = []
+    left = [i for i in sorted(new) if new[i].id not in stored]
+    if left:
+        repeats = await store.existing(driver, [items[i].key for i in left])
+        for i in left:
+            if items[i].key in repeats:
+                outcomes[i] = repeats[items[i].key]
+            else:
+                again.append(i)  # its subscription changed meanwhile: decided again, under locks
+        # A repeat was charged in the balances above: a refusal after it may be wrong; decided again.
+        again += [i for i in short if isinstance(outcomes[i], ApiError)]
+    for i, row in new.items():
+        if row.id in stored:
+            outcomes[i] = row
+    _fill_repeats(items, first, outcomes)  # repeats of a redone item stay None: redone with it
+    if again:
+        redo = {items[i].key for i in again}
+        again += [i for i, item in enumerate(items) if item.key in redo and first[item.key] != i]
+    return outcomes, sorted(again)
+
+
+async def _process(
+    driver: Any, items: Sequence[Item], fee_rate: Decimal, plan_prices: PlanPrices, look_up: bool
+) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(items)
+    first = _firsts(items)
+    stored = await store.existing(driver, list(first)) if look_up else {}
+    todo: list[int] = []
+    for key, i in first.items():
+        if key in stored:
+            outcomes[i] = stored[key]
+        else:
+            todo.append(i)
+    tenants: dict[tuple[str, str], list[int]] = {}
+    for i in todo:
+        tenants.setdefault((items[i].merchant_id, items[i].environment), []).append(i)
+    subs: dict[tuple[str, str, str], list[LiveSubscription]] = {}
+    known_customers: set[tuple[str, str, str]] = set()
+    for (m, e), idx in tenants.items():
+        customers = sorted({items[i].body.customer_id for i in idx})
+        found, known = await store.subscriptions(driver, m, e, customers)
+        subs |= {(m, e, c): rows for c, rows in found.items()}
+        known_customers |= {(m, e, c) for c in known}
+    drafts = await _drafts(driver, items, todo, outcomes, subs, known_customers, plan_prices)
+
+    # In-arrears parts join the period invoice of their timestamp while it is still open.
+    arrears = [i for i, (_, priced) in drafts.items() if priced.has_arrears]
+    if arrears:
+        invoices = await store.period_invoices(
+            driver, [(drafts[i][0].id, items[i].body.timestamp) for i in arrears]
+        )
+        for i, invoice in zip(arrears, invoices, strict=True):
+            if invoice is not None and invoice[1] not in OPEN_FOR_USAGE:
+                outcomes[i] = period_invoiced(items[i].body.timestamp, *invoice)
+                del drafts[i]
+
+    postings, posted_for, new = _build(items, drafts, fee_rate)
+    charges = None
     if postings:
-        results = await records.post_batch(driver, postings)
+        results, charges = await records.plan_batch(driver, postings)
         for i, result in zip(posted_for, results, strict=True):
             if isinstance(result, ledger.InsufficientFunds):
                 outcomes[i] = insufficient(result)
                 del new[i]
+    if not look_up:
+        await _refused_repeats(driver, items, todo, outcomes)
     rows = [new[i] for i in sorted(new)]
-    if await store.insert(driver, rows) != len(rows):
+    if await store.insert(driver, rows, charges) != len(rows):
         raise _Retry
     for i, row in new.items():
         outcomes[i] = row
-    for i, item in enumerate(items):
-        if outcomes[i] is None:
-            outcomes[i] = outcomes[first[item.key]]
+    _fill_repeats(items, first, outcomes)
     return [o for o in outcomes if o is not None]
 
 
@@ -521,8 +682,9 @@ async def create_with_entitlement(session: AsyncSession, item: Item, fee_rate: D
 class _Lane:
     """A connection the writer keeps checked out: a batch then costs its statements, not a pool checkout."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, plan_prices: PlanPrices) -> None:
         self._engine = engine
+        self._plan_prices = plan_prices
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
 
@@ -531,7 +693,7 @@ class _Lane:
             if self._conn is None:
                 self._conn = await self._engine.connect()
                 self._driver = (await self._conn.get_raw_connection()).driver_connection
-            return await process(self._driver, items, fee_rate)
+            return await process(self._driver, items, fee_rate, self._plan_prices)
         except Exception as exc:
             log.exception("storing %d usage events failed", len(items))
             await self.close(broken=True)
@@ -561,11 +723,12 @@ class UsageWriter:
     """
 
     def __init__(
-        self, engine: AsyncEngine, fee_rate: Decimal, *, max_batch: int = 500, lanes: int = 2
+        self, engine: AsyncEngine, fee_rate: Decimal, *, max_batch: int = 500, lanes: int = 1
     ) -> None:
         self._fee_rate = fee_rate
         self._max_batch = max_batch
-        self._all_lanes = [_Lane(engine) for _ in range(lanes)]
+        plan_prices = PlanPrices()
+        self._all_lanes = [_Lane(engine, plan_prices) for _ in range(lanes)]
         self._free = list(self._all_lanes)
         self._lane_freed = asyncio.Event()
         self._pending: list[Waiter] = []
@@ -594,7 +757,7 @@ class UsageWriter:
         future.add_done_callback(lambda _: self._inflight.pop(key, None))
         self._pending.append((item, future))
         self._kick()
-        return await asyncio.shield(future)
+        return await future
 
     async def write_many(self, items: Sequence[Item]) -> list[Outcome]:
         """A batch request's events, processed together on the next free lane."""

@@ -209,21 +209,80 @@ SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[],
                      $6::varchar[], $7::bigint[])
 ON CONFLICT ON CONSTRAINT uq_ledger_accounts_owner DO NOTHING
 """
-_INSERT_TRANSACTIONS = """
-INSERT INTO ledger_transactions
-    (id, merchant_id, environment, kind, currency, idempotency_key, reference_id, description)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
-                     $6::varchar[], $7::varchar[], $8::text[])
-"""
-_INSERT_ENTRIES = """
-INSERT INTO ledger_entries (transaction_id, account_id, amount)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[])
-"""
-_SET_BALANCES = """
-UPDATE ledger_accounts a SET balance = u.balance, updated_at = now()
-FROM unnest($1::varchar[], $2::bigint[]) AS u(id, balance)
-WHERE a.id = u.id
-"""
+# The writes of a batch as data-modifying CTEs of one statement (the foreign keys of the entries are checked
+# at its end, when the transactions exist); `{n}` numbers the parameters after the caller's own.
+_WRITE_CTES = """
+ledger_t AS (
+    INSERT INTO ledger_transactions
+        (id, merchant_id, environment, kind, currency, idempotency_key, reference_id, description)
+    SELECT * FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::varchar[], ${3}::varchar[], ${4}::varchar[],
+                         ${5}::varchar[], ${6}::varchar[], ${7}::text[])
+),
+ledger_e AS (
+    INSERT INTO ledger_entries (transaction_id, account_id, amount)
+    SELECT * FROM unnest(${8}::varchar[], ${9}::varchar[], ${10}::bigint[])
+),
+ledger_b AS (
+    UPDATE ledger_accounts a SET balance = u.balance, updated_at = now()
+    FROM unnest(${11}::varchar[], ${12}::bigint[]) AS u(id, balance)
+    WHERE a.id = u.id
+)"""
+
+
+@dataclass
+class LedgerWrite:
+    """What `plan_batch` decided to write: the new transactions, their entries and the new balances."""
+
+    transactions: list[list[Any]]  # id, merchant, environment, kind, currency, key, reference, description
+    entries: list[list[Any]]  # transaction id, account id, amount
+    balances: list[list[Any]]  # account id, balance
+
+    @property
+    def empty(self) -> bool:
+        return not self.transactions[0]
+
+    def ctes(self, first: int) -> tuple[str, list[Any]]:
+        """The writes as three CTEs (`ledger_t`, `ledger_e`, `ledger_b`) whose parameters start at
+        $`first`, and those parameters: to run in one statement with the caller's own writes."""
+        numbers = [str(first + i) for i in range(13)]
+        return _WRITE_CTES.format(*numbers), [*self.transactions, *self.entries, *self.balances]
+
+    def guarded_ctes(self, first: int, source: str, column: str) -> tuple[str, list[Any]]:
+        """Like `ctes`, for a statement that commits on its own: only the transactions whose id the CTE
+        `source` returns (in `column`) are written, with their entries, and each balance moves by the sum
+        of its written entries (the accounts are not locked beforehand: the row locks of this UPDATE order
+        concurrent writers, and the not-overdrawn CHECK refuses the whole statement if one would go below
+        zero, when the caller falls back to `plan_batch`)."""
+        n = [str(first + i) for i in range(11)]
+        sql = f"""
+ledger_t AS (
+    INSERT INTO ledger_transactions
+        (id, merchant_id, environment, kind, currency, idempotency_key, reference_id, description)
+    SELECT * FROM unnest(${n[0]}::varchar[], ${n[1]}::varchar[], ${n[2]}::varchar[], ${n[3]}::varchar[],
+                         ${n[4]}::varchar[], ${n[5]}::varchar[], ${n[6]}::varchar[], ${n[7]}::text[])
+        AS t(id, merchant_id, environment, kind, currency, idempotency_key, reference_id, description)
+    WHERE t.id IN (SELECT {column} FROM {source})
+    RETURNING id
+),
+ledger_e AS (
+    INSERT INTO ledger_entries (transaction_id, account_id, amount)
+    SELECT * FROM unnest(${n[8]}::varchar[], ${n[9]}::varchar[], ${n[10]}::bigint[])
+        AS e(transaction_id, account_id, amount)
+    WHERE e.transaction_id IN (SELECT id FROM ledger_t)
+    RETURNING account_id, amount
+),
+ledger_b AS (
+    UPDATE ledger_accounts a SET balance = a.balance + d.delta, updated_at = now()
+    FROM (SELECT account_id, sum(amount) AS delta FROM ledger_e GROUP BY account_id) d
+    WHERE a.id = d.account_id
+)"""
+        return sql, [*self.transactions, *self.entries]
+
+
+async def write_batch(driver: Any, write: LedgerWrite) -> None:
+    if not write.empty:
+        sql, args = write.ctes(1)
+        await driver.execute(f"WITH {sql} SELECT 1", *args)
 
 
 def _columns(keys: Sequence[AccountKey]) -> list[list[str]]:
@@ -239,12 +298,22 @@ async def post_batch(driver: Any, postings: Sequence[Posting]) -> list[str | led
     """Post `postings` in order inside the caller's open transaction on the asyncpg connection `driver`:
     each account they touch is locked once (FOR UPDATE, in id order, like `post`), every transaction is
     applied in Python with domain.ledger.apply against the running balances, and the transactions, entries
-    and balances of those that can pay are written with one statement each.
+    and balances of those that can pay are written in one statement.
 
     Returns, per posting, its transaction id, or the InsufficientFunds that refused it (nothing of it
     written; the postings after it see the balances without it). The caller commits. A repeated
     idempotency key fails the insert (unique violation), and the caller's transaction with it.
     """
+    results, write = await plan_batch(driver, postings)
+    await write_batch(driver, write)
+    return results
+
+
+async def plan_batch(
+    driver: Any, postings: Sequence[Posting]
+) -> tuple[list[str | ledger.InsufficientFunds], LedgerWrite]:
+    """post_batch without the write: the accounts locked and the postings applied, and what to write
+    (`write_batch`, or `LedgerWrite.ctes` inside the caller's own statement, before it commits)."""
     wanted = sorted(
         {
             (p.merchant_id, p.environment, p.transaction.currency, e.account.kind, e.account.owner)
@@ -252,13 +321,33 @@ async def post_batch(driver: Any, postings: Sequence[Posting]) -> list[str | led
             for e in p.transaction.entries
         }
     )
-    locked = await _lock_accounts(driver, wanted)
+    locked = await _lock_accounts(driver, wanted) if wanted else {}
     missing = [k for k in wanted if k not in locked]
     if missing:
         columns = _columns(missing)
         ids = [new_id("ledger_account") for _ in missing]
         await driver.execute(_CREATE_ACCOUNTS, ids, *columns, [0] * len(missing))
         locked |= await _lock_accounts(driver, missing)
+    return apply_batch(postings, locked)
+
+
+def account_keys(postings: Sequence[Posting]) -> list[AccountKey]:
+    """The accounts `postings` move, in lock order."""
+    return sorted(
+        {
+            (p.merchant_id, p.environment, p.transaction.currency, e.account.kind, e.account.owner)
+            for p in postings
+            for e in p.transaction.entries
+        }
+    )
+
+
+def apply_batch(
+    postings: Sequence[Posting], accounts: dict[AccountKey, tuple[str, int]]
+) -> tuple[list[str | ledger.InsufficientFunds], LedgerWrite]:
+    """Apply `postings` in order to `accounts` ({key: (account id, balance)}, every account they move):
+    per posting its transaction id or the InsufficientFunds that refused it, and what to write."""
+    locked = accounts
     balances = {key: balance for key, (_, balance) in locked.items()}
     results: list[str | ledger.InsufficientFunds] = []
     written: list[tuple[Posting, list[AccountKey]]] = []
@@ -278,28 +367,31 @@ async def post_batch(driver: Any, postings: Sequence[Posting]) -> list[str | led
             balances[k] = after[e.account]
         results.append(posting.transaction_id)
         written.append((posting, keys))
-    if not written:
-        return results
-    await driver.execute(
-        _INSERT_TRANSACTIONS,
-        [p.transaction_id for p, _ in written],
-        [p.merchant_id for p, _ in written],
-        [p.environment for p, _ in written],
-        [p.transaction.kind for p, _ in written],
-        [p.transaction.currency for p, _ in written],
-        [p.idempotency_key for p, _ in written],
-        [p.reference_id for p, _ in written],
-        [p.description for p, _ in written],
-    )
-    entry_txns, entry_accounts, entry_amounts = [], [], []
+    transactions: list[list[Any]] = [[] for _ in range(8)]
+    for p, _ in written:
+        for column, value in zip(
+            transactions,
+            (
+                p.transaction_id,
+                p.merchant_id,
+                p.environment,
+                p.transaction.kind,
+                p.transaction.currency,
+                p.idempotency_key,
+                p.reference_id,
+                p.description,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    entries: list[list[Any]] = [[], [], []]
     touched: set[AccountKey] = set()
     for posting, keys in written:
         for entry, key in zip(posting.transaction.entries, keys, strict=True):
-            entry_txns.append(posting.transaction_id)
-            entry_accounts.append(locked[key][0])
-            entry_amounts.append(entry.amount)
+            entries[0].append(posting.transaction_id)
+            entries[1].append(locked[key][0])
+            entries[2].append(entry.amount)
             touched.add(key)
-    await driver.execute(_INSERT_ENTRIES, entry_txns, entry_accounts, entry_amounts)
     moved = sorted(touched)
-    await driver.execute(_SET_BALANCES, [locked[k][0] for k in moved], [balances[k] for k in moved])
-    return results
+    write = LedgerWrite(transactions, entries, [[locked[k][0] for k in moved], [balances[k] for k in moved]])
+    return results, write

@@ -18,6 +18,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from db.ledger import LedgerWrite, write_batch
+
 
 @dataclass(frozen=True, slots=True)
 class LiveSubscription:
@@ -138,6 +140,64 @@ ON CONFLICT (merchant_id, environment, idempotency_key) DO NOTHING
 RETURNING id, created_at
 """
 
+# The batch's subscriptions and, in the same round trip, the balances of the accounts its charges move
+# (each customer's wallet and the merchant's revenue and fee accounts in the subscriptions' currencies),
+# read without locks: the fast path (`insert_guarded`) lets the write's own row locks and the ledger's
+# not-overdrawn CHECK decide, and falls back to the locking path when they refuse.
+_CONTEXT = """
+WITH s AS (
+    SELECT s.id, s.customer_id, c.consumer_id, s.status, s.started_at, s.terminated_at, s.ending_at,
+           s.currency, s.plan_id, p.billing_version::bigint AS billing_version, t.current_time, s.created_at
+    FROM subscriptions s
+    JOIN customers c ON c.id = s.customer_id
+    JOIN plans p ON p.id = s.plan_id
+    LEFT JOIN test_clocks t ON t.id = s.test_clock_id
+    WHERE s.customer_id = ANY($3::varchar[]) AND s.merchant_id = $1 AND s.environment = $2
+      AND s.status IN ('active', 'terminated', 'pending_payment')
+), currencies AS (SELECT DISTINCT currency FROM s)
+SELECT 's' AS tag, id, customer_id, consumer_id, status, started_at, terminated_at, ending_at, currency,
+       plan_id, billing_version, current_time
+FROM (SELECT * FROM s ORDER BY customer_id, created_at DESC, id) ordered
+UNION ALL
+SELECT 'a', a.id, a.owner_id, a.kind, NULL, NULL, NULL, NULL, a.currency, NULL, a.balance, NULL
+FROM currencies x JOIN ledger_accounts a
+  ON a.merchant_id = $1 AND a.environment = $2 AND a.currency = x.currency AND a.kind = 'customer_main'
+     AND a.owner_id = ANY($3::varchar[])
+UNION ALL
+SELECT 'a', a.id, a.owner_id, a.kind, NULL, NULL, NULL, NULL, a.currency, NULL, a.balance, NULL
+FROM currencies x JOIN ledger_accounts a
+  ON a.merchant_id = $1 AND a.environment = $2 AND a.currency = x.currency
+     AND a.kind = ANY($4::varchar[]) AND a.owner_id = $1
+"""
+
+
+async def context(
+    driver: Any,
+    merchant_id: str,
+    environment: str,
+    customer_ids: Sequence[str],
+    merchant_kinds: Sequence[str],
+) -> tuple[dict[str, list[LiveSubscription]], dict[tuple[str, str, str, str, str], tuple[str, int]]]:
+    """The customers' subscriptions (as `subscriptions`, unlocked) and the current balances of their
+    wallets and of the merchant's `merchant_kinds` accounts: {(merchant, environment, currency, kind,
+    owner): (account id, balance)}, as db.ledger.apply_batch takes them."""
+    rows = await driver.fetch(_CONTEXT, merchant_id, environment, list(customer_ids), list(merchant_kinds))
+    found: dict[str, list[LiveSubscription]] = {}
+    accounts: dict[tuple[str, str, str, str, str], tuple[str, int]] = {}
+    for r in rows:
+        if r[0] == "s":
+            found.setdefault(r[2], []).append(
+                LiveSubscription(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], int(r[10]), r[11])
+            )
+        else:
+            accounts[(merchant_id, environment, r[8], r[3], r[2])] = (r[1], int(r[10]))
+    return found, accounts
+
+
+async def customers_known(driver: Any, merchant_id: str, environment: str, ids: Sequence[str]) -> set[str]:
+    return {r[0] for r in await driver.fetch(_CUSTOMERS, merchant_id, environment, list(ids))}
+
+
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -230,13 +290,15 @@ async def existing(driver: Any, keys: Sequence[Key]) -> dict[Key, UsageRecord]:
     return {(r[1], r[2], r[7]): _record(r) for r in rows}
 
 
-async def insert(driver: Any, records: Sequence[UsageRecord]) -> int:
-    """Store `records` (keys not stored yet), setting each one's created_at; returns how many were new (a
-    key stored meanwhile by another transaction is skipped: the caller retries the batch)."""
+async def insert(driver: Any, records: Sequence[UsageRecord], charges: LedgerWrite | None = None) -> int:
+    """Store `records` (keys not stored yet), setting each one's created_at, together with the ledger
+    writes of their charges (db.ledger.plan_batch) in the same statement; returns how many records were new
+    (a key stored meanwhile by another transaction is skipped: the caller rolls back and retries)."""
     if not records:
+        if charges is not None:
+            await write_batch(driver, charges)
         return 0
-    rows = await driver.fetch(
-        _INSERT,
+    args: list[Any] = [
         [r.id for r in records],
         [r.merchant_id for r in records],
         [r.environment for r in records],
@@ -255,9 +317,80 @@ async def insert(driver: Any, records: Sequence[UsageRecord]) -> int:
         [r.instant_amount for r in records],
         [r.arrears_amount for r in records],
         [r.transaction_id for r in records],
-    )
+    ]
+    sql = _INSERT
+    if charges is not None and not charges.empty:
+        ctes, more = charges.ctes(len(args) + 1)
+        sql = f"WITH {ctes},\nusage_u AS ({_INSERT.strip()})\nSELECT id, created_at FROM usage_u"
+        args += more
+    rows = await driver.fetch(sql, *args)
     created = {r[0]: r[1] for r in rows}
     for record in records:
         if record.id in created:
             record.created_at = created[record.id]
     return len(created)
+
+
+# The fast path's one statement: the events whose subscription still takes usage are stored (a key stored
+# meanwhile is skipped by ON CONFLICT), and only their ledger charges are written.
+_GUARD = """
+usage_u AS (
+    INSERT INTO usage_events
+        (id, merchant_id, environment, customer_id, consumer_id, subscription_id, entitlement_id,
+         idempotency_key, timestamp, properties, metadata, currency, price, total_tax, total_amount,
+         instant_amount, arrears_amount, transaction_id)
+    SELECT u.id, u.merchant_id, u.environment, u.customer_id, u.consumer_id, u.subscription_id,
+           u.entitlement_id, u.key, u.ts, u.properties::jsonb, u.metadata::jsonb, u.currency, u.price,
+           u.total_tax, u.total_amount, u.instant_amount, u.arrears_amount, u.transaction_id
+    FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
+                $7::varchar[], $8::varchar[], $9::timestamptz[], $10::text[], $11::text[], $12::varchar[],
+                $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[],
+                $18::varchar[])
+         AS u(id, merchant_id, environment, customer_id, consumer_id, subscription_id, entitlement_id, key,
+              ts, properties, metadata, currency, price, total_tax, total_amount, instant_amount,
+              arrears_amount, transaction_id)
+    JOIN subscriptions s ON s.id = u.subscription_id
+    WHERE (s.status = 'active' AND (s.ending_at IS NULL OR u.ts < s.ending_at))
+       OR (s.status = 'terminated' AND u.ts < s.terminated_at)
+    ON CONFLICT (merchant_id, environment, idempotency_key) DO NOTHING
+    RETURNING id, created_at, transaction_id
+)"""
+
+
+async def insert_guarded(driver: Any, records: Sequence[UsageRecord], charges: LedgerWrite) -> set[str]:
+    """Store `records` and their charges in one statement that commits on its own (run it outside a
+    transaction). Returns the ids stored; a record left out repeats a stored key or its subscription
+    stopped taking usage meanwhile. Raises asyncpg.CheckViolationError, having written nothing, when a
+    wallet would go below zero (another writer debited it since it was read)."""
+    args = _insert_args(records)
+    ledger_ctes, more = charges.guarded_ctes(len(args) + 1, "usage_u", "transaction_id")
+    sql = f"WITH {_GUARD.strip()},{ledger_ctes}\nSELECT id, created_at FROM usage_u"
+    rows = await driver.fetch(sql, *args, *more)
+    created = {r[0]: r[1] for r in rows}
+    for record in records:
+        if record.id in created:
+            record.created_at = created[record.id]
+    return set(created)
+
+
+def _insert_args(records: Sequence[UsageRecord]) -> list[Any]:
+    return [
+        [r.id for r in records],
+        [r.merchant_id for r in records],
+        [r.environment for r in records],
+        [r.customer_id for r in records],
+        [r.consumer_id for r in records],
+        [r.subscription_id for r in records],
+        [r.entitlement_id for r in records],
+        [r.idempotency_key for r in records],
+        [r.timestamp for r in records],
+        [_encode(r.properties) for r in records],
+        [_encode(r.metadata_) if r.metadata_ is not None else None for r in records],
+        [r.currency for r in records],
+        [r.price for r in records],
+        [r.total_tax for r in records],
+        [r.total_amount for r in records],
+        [r.instant_amount for r in records],
+        [r.arrears_amount for r in records],
+        [r.transaction_id for r in records],
+    ]
