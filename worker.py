@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +23,7 @@ from activities.test_clock import TestClockActivities
 from activities.webhook_delivery import WebhookDeliveryActivities, http_client
 from activities.webhook_relay import WebhookRelayActivities
 from db.session import create_engine
+from integrations.payments import provider_named
 from integrations.secret_box import SecretBox, startup_warning
 from integrations.stripe_revenue import StripeRevenue
 from settings import Settings
@@ -68,9 +70,22 @@ def build_worker(
         minutes=5
     ),  # Settings.source_poll_interval (reconciler starts)
     source_polls_per_run: int = 100,  # Settings.source_polls_per_run
+    # Payment providers and the dunning schedule/policy (issue 11); None: sandbox provider, default dunning.
+    payment_settings: Settings | None = None,
 ) -> Worker:
     health = HealthActivities(engine)
-    subscriptions = SubscriptionActivities(engine, grace_period, base_url)
+    subscriptions = (
+        SubscriptionActivities(engine, grace_period, base_url)
+        if payment_settings is None
+        else SubscriptionActivities(
+            engine,
+            grace_period,
+            base_url,
+            dunning_schedule=payment_settings.dunning_schedule,
+            dunning_policy=payment_settings.dunning_policy,
+            provider_named=partial(provider_named, payment_settings),
+        )
+    )
     reconciler = ReconcilerActivities(engine, client, task_queue, source_poll_interval, source_polls_per_run)
     clocks = TestClockActivities(engine, client)
     relay = WebhookRelayActivities(engine, client, task_queue)
@@ -126,6 +141,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings.stripe_api_base,
                 settings.source_poll_interval,
                 settings.source_polls_per_run,
+                payment_settings=settings,
             )
             async with worker:
                 await (stop or asyncio.Event()).wait()

@@ -14,6 +14,7 @@ done, so a worker killed mid-poll walks again from the same cursor and imports n
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,27 +28,28 @@ from temporalio.exceptions import ApplicationError
 
 from activities.rendering import installation_data, source_event_data
 from db import outbox
-from db.events import COPY_FROM, NewEvent, insert_events
 from db.models import SourceInstallation
 from db.session import session_factory
 from db.sources import (
     EventRow,
     InstallationContext,
+    Metering,
+    Review,
+    Reviewable,
     add_outbox_rows,
     count_rule_evaluations,
     insert_new_events,
     installation_context,
-    lock_events,
+    lock_for_review,
     pending_event_ids,
     pending_for_invoices,
+    review_events,
     rule_views,
-    transaction_now,
-    write_reviews,
 )
 from domain import status
 from domain.aggregation import parse_json_path
 from domain.ids import ALPHABET, DEFAULT_LENGTH, PREFIXES
-from domain.money import format_amount
+from domain.money import format_amount, format_money
 from domain.source_rules import InvoiceFacts, evaluate
 from integrations.secret_box import SecretBox, SecretUnreadable
 from integrations.stripe_revenue import (
@@ -88,6 +90,9 @@ UNREADABLE_KEY = (
 _BASE62 = bytes((ALPHABET * 5)[:256], "ascii")
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _ids(kind: str, count: int) -> list[str]:
     chars = os.urandom(DEFAULT_LENGTH * count).translate(_BASE62).decode()
     prefix = PREFIXES[kind] + "_"
@@ -109,7 +114,7 @@ def _value_data(value_property: str | None, amount: str) -> dict[str, Any]:
     return dict(data)
 
 
-def _currency_message(event: EventRow, ctx: InstallationContext) -> str:
+def _currency_message(event: Reviewable, ctx: InstallationContext) -> str:
     return (
         f"The Stripe invoice {event.external_event_id} was paid in {event.currency}, but subscription "
         f"{ctx.installation.subscription_id} bills in {ctx.currency}: revenue in another currency cannot be "
@@ -320,7 +325,6 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
             )
             if not created:
                 return _Imported(pending=earlier)
-            now = await transaction_now(session)
             approve: list[EventRow] = []
             pending: list[EventRow] = []
             if ctx.source.processing_mode == "automatic":
@@ -346,7 +350,7 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
                         approve.append(event)
                 await count_rule_evaluations(session, evaluated, matched, request.at)
             await add_outbox_rows(session, _outbox_rows(pending, "source_event.pending.v0"))
-            done, failed = await _approve(session, ctx, approve, request.at, now)
+            done, failed = await _approve(session, ctx, approve, request.at)
             return _Imported(
                 imported=len(created),
                 approved=len(done),
@@ -407,7 +411,7 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
             ctx = await installation_context(session, iid, lock=True)  # one writer per installation
             if ctx is None:
                 raise _not_found(iid)
-            events = await lock_events(session, iid, request.event_ids)
+            events = await lock_for_review(session, iid, request.event_ids)
             found = {e.id: e for e in events}
             failures = [
                 ReviewFailure(id=i, error=f"source event {i} not found in installation {iid}")
@@ -422,86 +426,107 @@ class SourceInstallationActivities(SourceInstallationActivityDefs):
             # Locked in id order (no deadlock between two reviews); answered in the order asked.
             asked = {event_id: n for n, event_id in enumerate(request.event_ids)}
             pending = sorted((e for e in events if e.status == "pending"), key=lambda e: asked[e.id])
-            now = await transaction_now(session)
+            for event in pending:
+                event.processed_by = request.processed_by
             if request.action == "approve":
-                for event in pending:
-                    event.processed_by = request.processed_by
-                done, failed = await _approve(session, ctx, pending, request.at, now)
+                done, failed = await _approve(session, ctx, pending, request.at)
                 failures += [ReviewFailure(id=e.id, error=e.error_message or "failed") for e in failed]
                 return ReviewResult(done=[e.id for e in done], failed=failures)
             for event in pending:
                 _check(status.SOURCE_EVENT, event.status, "rejected")
-                event.status, event.processed_at, event.processed_by = (
-                    "rejected",
-                    request.at,
-                    request.processed_by,
-                )
-            await write_reviews(session, pending, now)
-            await add_outbox_rows(session, _outbox_rows(pending, "source_event.rejected.v0"))
+                event.status = "rejected"
+            await _write(session, ctx, [], pending, request.at)
             return ReviewResult(done=[e.id for e in pending], failed=failures)
 
 
 async def _approve(
-    session: AsyncSession,
-    ctx: InstallationContext,
-    events: Sequence[EventRow],
-    at: datetime,
-    now: datetime,
-) -> tuple[list[EventRow], list[EventRow]]:
+    session: AsyncSession, ctx: InstallationContext, events: Sequence[Reviewable], at: datetime
+) -> tuple[list[Reviewable], list[Reviewable]]:
     """Approve pending events (their processed_by set): each becomes a meter event on the mapped metric,
     timed at its usage_at, for the installation's customer, and `processed`; one in another currency than
-    the subscription's is `failed` with a message saying what to do. Batched: the meter events in one
-    statement per COPY_FROM - 1 rows, the status writes in one, the outbox rows in one."""
-    done: list[EventRow] = []
-    failed: list[EventRow] = []
-    meters: list[NewEvent] = []
-    meter_ids = iter(_ids("event", len(events)))
-    inst = ctx.installation
+    the subscription's is `failed` with a message saying what to do. One statement for any number of
+    events (db/sources.review_events)."""
+    done: list[Reviewable] = []
+    failed: list[Reviewable] = []
     for event in events:
         _check(status.SOURCE_EVENT, event.status, "processed")
-        event.processed_at = at
         if event.currency != ctx.currency:
             event.status, event.error_message = "failed", _currency_message(event, ctx)
             failed.append(event)
-            continue
-        if ctx.event_type is None:
+        elif ctx.event_type is None:
             event.status = "failed"
             event.error_message = (
                 f"billable metric {ctx.source.revenue_metric_id} has no eventType, so revenue cannot be "
                 "metered: map the source to a metric with an eventType"
             )
             failed.append(event)
-            continue
-        meters.append(
-            NewEvent(
-                id=next(meter_ids),
-                merchant_id=inst.merchant_id,
-                environment=inst.environment,
-                type=ctx.event_type,
-                source=f"accrue:source:{inst.source_id}",
-                subject=inst.customer_id,
-                data=_value_data(ctx.value_property, format_amount(event.amount)),
-                timestamp=event.usage_at,
-                idempotency_key=f"source_event:{event.id}",
-            )
-        )
-        done.append(event)
-    if meters:
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        # Below COPY_FROM rows insert_events uses INSERT … ON CONFLICT, which (unlike its COPY path) is safe
-        # inside this transaction when a key already exists.
-        chunk = COPY_FROM - 1
-        stored = []
-        for start in range(0, len(meters), chunk):
-            stored += await insert_events(driver, meters[start : start + chunk])
-        for event, meter in zip(done, stored, strict=True):
-            event.status, event.usage_event_ids = "processed", [meter.id]
-    await write_reviews(session, [*done, *failed], now)
-    await add_outbox_rows(
-        session,
-        _outbox_rows(done, "source_event.processed.v0") + _outbox_rows(failed, "source_event.failed.v0"),
-    )
+        else:
+            event.status = "processed"
+            done.append(event)
+    await _write(session, ctx, done, failed, at)
     return done, failed
+
+
+_EVENT_TYPES = {
+    "processed": "source_event.processed.v0",
+    "failed": "source_event.failed.v0",
+    "rejected": "source_event.rejected.v0",
+}
+
+
+async def _write(
+    session: AsyncSession,
+    ctx: InstallationContext,
+    metered: Sequence[Reviewable],
+    others: Sequence[Reviewable],
+    at: datetime,
+) -> None:
+    """Write reviewed events (processed_at = `at`): a meter event for each of `metered`, the new status and
+    review fields of all, and their outbox rows (`metered` first), in one statement."""
+    if not metered and not others:
+        return
+    inst = ctx.installation
+    meter_ids = _ids("event", len(metered))
+    outbox_ids = iter(_ids("outbox_event", len(metered) + len(others)))
+    value_property = ctx.value_property
+    reviews = [
+        Review(
+            event=event,
+            amount=format_money(event.amount, event.currency),
+            outbox_id=next(outbox_ids),
+            event_type=_EVENT_TYPES[event.status],
+            meter_id=meter_id,
+            meter_data=_encode_json(_value_data(value_property, format_amount(event.amount))),
+        )
+        for event, meter_id in zip(metered, meter_ids, strict=True)
+    ]
+    reviews += [
+        Review(
+            event=event,
+            amount=format_money(event.amount, event.currency),
+            outbox_id=next(outbox_ids),
+            event_type=_EVENT_TYPES[event.status],
+        )
+        for event in others
+    ]
+    metering = Metering(
+        merchant_id=inst.merchant_id,
+        environment=inst.environment,
+        type=ctx.event_type,
+        source=f"accrue:source:{inst.source_id}",
+        subject=inst.customer_id,
+    )
+    stored = await review_events(session, reviews, metering, at)
+    for event in metered:
+        usage = stored[event.id]
+        if None in usage:
+            # Its meter event's key was committed by another transaction after this statement began:
+            # roll back and let the retry find it.
+            raise ApplicationError(
+                f"the meter event of source event {event.id} was written concurrently; retrying",
+                type="ConcurrentMeterEvent",
+            )
+        event.usage_event_ids = [str(u) for u in usage]
 
 
 def _outbox_rows(events: Sequence[EventRow], event_type: str) -> list[dict[str, Any]]:

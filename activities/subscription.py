@@ -28,9 +28,20 @@ from domain.funding import minimum_balance_charge
 from domain.ids import new_id
 from domain.money import format_money, from_nanos
 from domain.periods import period_bounds
+from integrations.payments.base import (
+    OffSessionCharge,
+    PaymentDeclinedError,
+    PaymentOwner,
+    PaymentProvider,
+    PaymentStatus,
+    ProviderRejected,
+)
+from integrations.payments.sandbox import SandboxProvider
 from workflows.subscription_activities import SubscriptionActivityDefs
 from workflows.subscription_messages import (
     WORKFLOW_VERSION,
+    ChargeInvoice,
+    ChargeOutcome,
     ClosePeriod,
     CreateInvoice0,
     ExpireActivation,
@@ -50,6 +61,19 @@ from workflows.subscription_messages import (
 )
 
 PERIOD_INVOICE_CHECKOUT = timedelta(days=30)  # how long a period invoice's checkout stays payable
+DEFAULT_DUNNING = (timedelta(days=1), timedelta(days=3), timedelta(days=5), timedelta(days=7))
+# The sandbox's saved "test method" for an autoCharge subscription whose Invoice 0 was paid on the test page
+# without naming one: off-session charges with it succeed (integrations/payments/sandbox.py; methods starting
+# with pm_sandbox_decline are declined).
+SANDBOX_SAVED_METHOD = "pm_sandbox_visa"
+# Invoice metadata key of the method saved when that invoice was paid (autoCharge): {provider, customer, id}.
+SAVED_METHOD = "savedPaymentMethod"
+# Invoice metadata key of the off-session charges made for it: [{attempt, at, outcome, reference, failure}].
+CHARGES = "charges"
+
+
+def _sandbox_only(name: str, environment: str) -> PaymentProvider:
+    return SandboxProvider()
 
 
 def _checked(machine: status.Machine, current: str, wanted: str) -> None:
@@ -109,10 +133,23 @@ def _set_status(sub: Subscription, wanted: str) -> None:
 
 
 class SubscriptionActivities(SubscriptionActivityDefs):
-    def __init__(self, engine: AsyncEngine, grace_period: timedelta, base_url: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        grace_period: timedelta,
+        base_url: str,
+        *,
+        dunning_schedule: tuple[timedelta, ...] = DEFAULT_DUNNING,  # Settings.dunning_schedule
+        dunning_policy: str = "keep",  # Settings.dunning_policy: keep | terminate
+        # (provider name, environment) → the provider (integrations.payments.provider_named with settings)
+        provider_named: Callable[[str, str], PaymentProvider] = _sandbox_only,
+    ) -> None:
         self.sessions = session_factory(engine)
         self.grace = grace_period
         self.base_url = base_url  # the API's, for the links in rendered payloads
+        self.dunning_schedule = dunning_schedule
+        self.dunning_policy = dunning_policy
+        self.provider_named = provider_named
 
     async def _record_subscription(self, session: AsyncSession, sub: Subscription, *event_types: str) -> None:
         """One rendering for every event the change makes (activation is both updated and activated)."""
@@ -381,9 +418,18 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 )
                 if invoice.status not in status.INVOICE_FINALIZED:
                     ctx = await load_context(session, sub, plan, customer)
-                    await self._calculate(session, ctx, invoice, request.at)
+                    await self._calculate(session, ctx, invoice, request.at, request.charge_off_session)
                     await session.commit()
-                return self._outcome(invoice)
+                outcome = self._outcome(invoice)
+                # Version 5: the workflow charges it (charge_invoice), also when this is a retry.
+                outcome.charge = (
+                    request.charge_off_session
+                    and sub.auto_charge
+                    and invoice.status == "ISSUED"
+                    and invoice.grand_total > 0
+                    and not (invoice.metadata_ or {}).get(CHARGES)
+                )
+                return outcome
         except (DBAPIError, ArithmeticError) as exc:
             if not _no_retry_fixes(exc):
                 raise
@@ -431,7 +477,12 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             return self._outcome(invoice)
 
     async def _calculate(
-        self, session: AsyncSession, ctx: BillingContext, invoice: Invoice, at: datetime
+        self,
+        session: AsyncSession,
+        ctx: BillingContext,
+        invoice: Invoice,
+        at: datetime,
+        charge_off_session: bool = False,
     ) -> None:
         sub = ctx.subscription
         for step in ("CLOSED", "CALCULATING"):
@@ -442,10 +493,15 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         _transition(invoice, "DRAFT", at)
         _transition(invoice, "ISSUED", at)
         invoice.issued_at = at
-        if totals.grand_total == 0 or sub.auto_charge:
-            # The sandbox provider charges a stored method at once; a zero invoice has nothing to collect.
+        if totals.grand_total == 0 or (sub.auto_charge and not charge_off_session):
+            # A zero invoice has nothing to collect. Before version 5 an autoCharge invoice was paid here
+            # at once (the sandbox charging a stored method); since, the workflow charges it (charge_invoice).
             await self._record_invoice(session, sub, "invoice.issued.v0", invoice)
             await self._paid(session, sub, invoice, at)
+            return
+        if sub.auto_charge:
+            # No checkout: the workflow charges the saved method next; a failed charge opens one (Pay now).
+            await self._record_invoice(session, sub, "invoice.issued.v0", invoice)
             return
         open_checkout(session, sub, invoice, at + PERIOD_INVOICE_CHECKOUT)
         # Rendered after the checkout opens, so the event carries the paymentUrl GET shows.
@@ -473,7 +529,11 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 # A retry after this activity's own commit (or a repeated signal) must still tell the
                 # workflow that Invoice 0 activated the subscription, or it would later expire it.
                 done = payment.status == "completed" and invoice.sequence_number == 0
-                return PaymentOutcome(applied=False, activated=done and sub.status == "active")
+                return PaymentOutcome(
+                    applied=False,
+                    activated=done and sub.status == "active",
+                    settled=invoice.status not in status.INVOICE_PAYABLE,
+                )
             if not request.succeeded:
                 _checked(status.PAYMENT_SESSION, payment.status, "declined")
                 payment.status = "declined"
@@ -483,6 +543,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 return PaymentOutcome(applied=True, activated=False)
             _checked(status.PAYMENT_SESSION, payment.status, "completed")
             payment.status, payment.completed_at = "completed", request.at
+            if sub.auto_charge:
+                self._save_method(invoice, payment, request)
             await self._paid(session, sub, invoice, request.at)
             activated = invoice.sequence_number == 0 and sub.status == "pending_payment"
             if activated:
@@ -492,7 +554,137 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     session, sub, "subscription.updated.v0", "subscription.activated.v0"
                 )
             await session.commit()
-            return PaymentOutcome(applied=True, activated=activated)
+            return PaymentOutcome(applied=True, activated=activated, settled=True)
+
+    # ---- autoCharge: the saved method and off-session charges (version 5) ----------------------------------
+
+    @staticmethod
+    def _save_method(invoice: Invoice, payment: PaymentSession, request: RecordPayment) -> None:
+        """Keep the method this checkout was paid with for the subscription's off-session charges, in the
+        paid invoice's metadata (Invoice 0, or a failed invoice paid by hand: the latest one counts). The
+        sandbox saves its test method unless the page named another (a declining one, for tests)."""
+        provider = str(getattr(payment, "provider", None) or "sandbox")
+        method = request.payment_method or (SANDBOX_SAVED_METHOD if provider == "sandbox" else None)
+        if method is None:
+            return
+        saved = {"provider": provider, "customer": request.provider_customer, "id": method}
+        invoice.metadata_ = {**(invoice.metadata_ or {}), SAVED_METHOD: saved}
+
+    @staticmethod
+    async def _saved_method(session: AsyncSession, sub: Subscription) -> dict[str, Any] | None:
+        saved = await session.scalar(
+            select(Invoice.metadata_[SAVED_METHOD])
+            .where(Invoice.subscription_id == sub.id, Invoice.metadata_[SAVED_METHOD].is_not(None))
+            .order_by(Invoice.paid_at.desc().nulls_last(), Invoice.sequence_number.desc())
+            .limit(1)
+        )
+        return saved if isinstance(saved, dict) and saved.get("id") else None
+
+    def _retry_at(self, charges: list[dict[str, Any]]) -> datetime | None:
+        """The next retry: the schedule's offsets count from the first failed charge."""
+        failed = [c for c in charges if c["outcome"] == "failed"]
+        if not failed or len(failed) > len(self.dunning_schedule):
+            return None
+        return datetime.fromisoformat(failed[0]["at"]) + self.dunning_schedule[len(failed) - 1]
+
+    def _charge_outcome(self, invoice: Invoice, charges: list[dict[str, Any]], attempt: int) -> ChargeOutcome:
+        this = next(c for c in charges if c["attempt"] == attempt)
+        if this["outcome"] == "paid" or invoice.status not in status.INVOICE_PAYABLE:
+            return ChargeOutcome(invoice_id=invoice.id, status=invoice.status, charged=True)
+        retry_at = self._retry_at(charges)
+        return ChargeOutcome(
+            invoice_id=invoice.id,
+            status=invoice.status,
+            charged=True,
+            retry_at=retry_at,
+            terminate=retry_at is None and self.dunning_policy == "terminate",
+            failure=this.get("failure"),
+        )
+
+    @activity.defn
+    async def charge_invoice(self, request: ChargeInvoice) -> ChargeOutcome:
+        """Charge an issued autoCharge invoice off-session with the subscription's saved method: PAID
+        (invoice.paid.v0), or PAYMENT_FAILED with invoice.payment_failed.v0 (each failed attempt), a checkout
+        for the portal's Pay now (the first time), and the next retry from the dunning schedule.
+
+        Idempotent: the provider call carries `<invoice id>:charge:<attempt>` (a retry of this activity gets
+        the provider's first answer, never a second charge), and the attempt is recorded in the invoice's
+        metadata in the transaction that records its outcome (a retry after that commit returns it). The
+        invoice's row lock is held across the provider call, so a payment recorded meanwhile waits and a
+        charge never races a checkout of the same invoice into paying it twice."""
+        async with self.sessions() as session:
+            invoice = await session.get(Invoice, request.invoice_id, with_for_update=True)
+            if invoice is None or invoice.subscription_id != request.subscription_id:
+                raise ApplicationError(
+                    f"invoice {request.invoice_id} not found", type="NotFound", non_retryable=True
+                )
+            charges: list[dict[str, Any]] = list((invoice.metadata_ or {}).get(CHARGES, []))
+            if any(c["attempt"] == request.attempt for c in charges):
+                return self._charge_outcome(invoice, charges, request.attempt)
+            if invoice.status not in status.INVOICE_PAYABLE:
+                # Settled meanwhile (paid by hand, cancelled, written off): nothing to charge.
+                return ChargeOutcome(invoice_id=invoice.id, status=invoice.status, charged=False)
+            sub = await session.get_one(Subscription, invoice.subscription_id)
+            saved = await self._saved_method(session, sub)
+            reference: str | None = None
+            failure: str | None = None
+            if saved is None:
+                failure = "no saved payment method (Invoice 0 was free, or its method was not kept)"
+            else:
+                provider = self.provider_named(str(saved.get("provider") or "sandbox"), sub.environment)
+                charge = OffSessionCharge(
+                    our_id=invoice.id,
+                    attempt=request.attempt,
+                    merchant_id=sub.merchant_id,
+                    environment=sub.environment,
+                    amount=invoice.grand_total - invoice.paid_amount,
+                    currency=invoice.currency,
+                    owner=PaymentOwner(kind="subscription", id=sub.id),
+                    description=f"Invoice {invoice.invoice_number or invoice.id}",
+                    provider_customer=str(saved.get("customer") or ""),
+                    payment_method=str(saved["id"]),
+                    invoice_id=invoice.id,
+                )
+                try:
+                    state = await provider.charge_off_session(charge)
+                except PaymentDeclinedError as exc:
+                    failure = str(exc)
+                    reference = exc.state.reference if exc.state is not None else None
+                except ProviderRejected as exc:
+                    # A method the provider no longer accepts (detached, expired): a failed charge, which
+                    # retrying this activity cannot fix. ProviderUnavailable propagates: retried, same key.
+                    failure = str(exc)
+                else:
+                    reference = state.reference
+                    if state.status == PaymentStatus.PROCESSING:
+                        # Submitted, not settled: the retry asks again with the same key (no new charge).
+                        raise ApplicationError(f"charge {state.reference} is processing", type="Processing")
+                    if state.status != PaymentStatus.SUCCEEDED:
+                        failure = state.failure_message or f"charge {state.status}"
+            charges.append(
+                {
+                    "attempt": request.attempt,
+                    "at": request.at.isoformat(),
+                    "outcome": "failed" if failure else "paid",
+                    "reference": reference,
+                    "failure": failure[:300] if failure else None,
+                }
+            )
+            invoice.metadata_ = {**(invoice.metadata_ or {}), CHARGES: charges}
+            if failure is None:
+                await self._paid(session, sub, invoice, request.at)
+            else:
+                if invoice.status != "PAYMENT_FAILED":
+                    _transition(invoice, "PAYMENT_FAILED", request.at)
+                if invoice.payment_session_id is None:
+                    # The portal's Pay now opens this checkout; paying it ends the retries.
+                    open_checkout(session, sub, invoice, request.at + PERIOD_INVOICE_CHECKOUT)
+                await self._record_invoice(session, sub, "invoice.payment_failed.v0", invoice)
+                activity.logger.warning(
+                    "invoice %s: off-session charge %d failed: %s", invoice.id, request.attempt, failure
+                )
+            await session.commit()
+            return self._charge_outcome(invoice, charges, request.attempt)
 
     @activity.defn
     async def expire_activation(self, request: ExpireActivation) -> Terminated:
@@ -600,6 +792,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             self.close_period,
             self.finalize_invoice,
             self.record_payment,
+            self.charge_invoice,
             self.expire_activation,
             self.terminate_subscription,
         ]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -131,53 +131,191 @@ async def insert_new_events(session: AsyncSession, rows: Sequence[dict[str, Any]
     return [EventRow(**r) for r in (await session.execute(statement)).mappings()]
 
 
-async def lock_events(session: AsyncSession, installation_id: str, ids: Sequence[str]) -> list[EventRow]:
-    """The installation's events among `ids`, locked; detached copies (changes go through `write_reviews`)."""
-    statement = (
-        select(*_EVENT_COLUMNS)
-        .where(SourceEvent.installation_id == installation_id, SourceEvent.id.in_(list(ids)))
-        .order_by(SourceEvent.id)
-        .with_for_update()
-    )
-    return [EventRow(**r) for r in (await session.execute(statement)).mappings()]
+@dataclass(slots=True)
+class ReviewRow:
+    """What a review needs of a locked source event: its status, and the facts approval checks and meters.
+    The rest of the row stays in PostgreSQL, where `review_events` renders the webhook payload from it."""
+
+    id: str
+    status: str
+    external_event_id: str
+    amount: Decimal
+    currency: str
+    usage_at: datetime
+    error_message: str | None = None
+    processed_by: str | None = None
+    matched_rule_id: str | None = None
+    usage_event_ids: list[str] = field(default_factory=list)
 
 
-async def transaction_now(session: AsyncSession) -> datetime:
-    now: datetime = await session.scalar(select(func.now()))  # type: ignore[assignment]
-    return now
+class Reviewable(Protocol):
+    """An EventRow (just imported) or a ReviewRow (locked for review)."""
+
+    id: str
+    status: str
+    external_event_id: str
+    amount: Decimal
+    currency: str
+    usage_at: datetime
+    error_message: str | None
+    processed_by: str | None
+    matched_rule_id: str | None
+    usage_event_ids: list[str]
 
 
-_REVIEW = """
-UPDATE source_events AS e
-SET status = u.status, error_message = u.error_message, processed_at = u.processed_at,
-    processed_by = u.processed_by, usage_event_ids = u.usage_event_ids::jsonb, matched_rule_id = u.rule,
-    updated_at = $8
-FROM unnest($1::varchar[], $2::varchar[], $3::text[], $4::timestamptz[], $5::varchar[], $6::text[],
-            $7::varchar[]) AS u(id, status, error_message, processed_at, processed_by, usage_event_ids, rule)
-WHERE e.id = u.id
+_LOCK_FOR_REVIEW = """
+SELECT id, status, external_event_id, amount, currency, usage_at, error_message, processed_by, matched_rule_id
+FROM source_events
+WHERE installation_id = $1 AND id = ANY($2::varchar[])
+ORDER BY id
+FOR UPDATE
 """
 
 
-async def write_reviews(session: AsyncSession, events: Sequence[EventRow], now: datetime) -> None:
-    """Write the reviewed events' new status and review fields in one statement; `updated_at` = `now`
-    (the transaction's time, which their rendering shows)."""
-    if not events:
-        return
-    driver = (await (await session.connection()).get_raw_connection()).driver_connection
-    assert driver is not None
-    await driver.execute(
+async def lock_for_review(session: AsyncSession, installation_id: str, ids: Sequence[str]) -> list[ReviewRow]:
+    """The installation's events among `ids`, locked in id order (two reviews never deadlock)."""
+    driver = await _driver(session)
+    rows = await driver.fetch(_LOCK_FOR_REVIEW, installation_id, list(ids))
+    return [ReviewRow(*r) for r in rows]
+
+
+def _iso(column: str) -> str:
+    # api/wire.iso: UTC, milliseconds (truncated, as isoformat's timespec), Z.
+    return f"""to_char({column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+
+# One statement writes a whole review: the approved events' meter events (each key once: an existing one is
+# reused, as db/events.insert_events resolves it), the events' new status and review fields, and one outbox
+# row per event whose payload is the event as GET /v0/sources/{id}/events/{eventId} shows it, rendered here
+# from the updated row (api/schemas/source_views.SourceEventOut; tests/db/test_source_review_sql.py holds the
+# two to the same output). The amount comes rendered from Python (domain/money.format_money). Answers each
+# event's status and usage_event_ids; a meter id that resolved to nothing (a key committed by another
+# transaction after this statement's snapshot) comes back as JSON null, for the caller to retry.
+_REVIEW = f"""
+WITH u AS (
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::text[], $4::varchar[], $5::varchar[],
+                         $6::varchar[], $7::varchar[], $8::text[], $9::text[], $10::timestamptz[],
+                         $11::varchar[], $12::varchar[])
+        WITH ORDINALITY AS u(id, status, error_message, processed_by, rule, meter_id, meter_key, meter_data,
+                             amount, usage_at, outbox_id, event_type, ord)
+),
+meters AS (
+    INSERT INTO meter_events
+        (id, merchant_id, environment, type, source, subject, data, timestamp, idempotency_key)
+    SELECT u.meter_id, $13, $14, $15, $16, $17, u.meter_data::jsonb, u.usage_at, u.meter_key
+    FROM u
+    WHERE u.meter_id IS NOT NULL
+    ORDER BY u.ord
+    ON CONFLICT (merchant_id, environment, idempotency_key) DO NOTHING
+    RETURNING id, idempotency_key
+),
+resolved AS (
+    SELECT u.id, coalesce(
+        m.id,
+        (SELECT x.id FROM meter_events x
+         WHERE x.merchant_id = $13 AND x.environment = $14 AND x.idempotency_key = u.meter_key)
+    ) AS meter_id
+    FROM u LEFT JOIN meters m ON m.idempotency_key = u.meter_key
+    WHERE u.meter_id IS NOT NULL
+),
+reviewed AS (
+    UPDATE source_events AS e
+    SET status = u.status, error_message = u.error_message, processed_at = $18,
+        processed_by = u.processed_by, matched_rule_id = u.rule,
+        usage_event_ids = CASE WHEN u.meter_id IS NULL THEN e.usage_event_ids
+                               ELSE jsonb_build_array(r.meter_id) END,
+        updated_at = now()
+    FROM u LEFT JOIN resolved r ON r.id = u.id
+    WHERE e.id = u.id
+    RETURNING e.*, u.amount AS amount_text, u.outbox_id, u.event_type, u.ord
+),
+outbox AS (
+    INSERT INTO outbox_events (id, merchant_id, environment, event_type, payload)
+    SELECT r.outbox_id, r.merchant_id, r.environment, r.event_type, jsonb_build_object(
+        'id', r.id,
+        'object', 'sourceEvent',
+        'sourceId', r.source_id,
+        'installationId', r.installation_id,
+        'externalEventId', r.external_event_id,
+        'status', r.status,
+        'rawData', r.raw_data,
+        'customerId', r.customer_id,
+        'subscriptionId', r.subscription_id,
+        'amount', r.amount_text,
+        'currency', r.currency,
+        'errorMessage', r.error_message,
+        'processedAt', {_iso("r.processed_at")},
+        'processedBy', r.processed_by,
+        'usageEventIds', r.usage_event_ids,
+        'createdAt', {_iso("r.created_at")},
+        'updatedAt', {_iso("r.updated_at")}
+    )
+    FROM reviewed r
+    ORDER BY r.ord
+)
+SELECT id, usage_event_ids::text FROM reviewed
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Metering:
+    """The meter events an approval records: who and what, the same for every event of an installation."""
+
+    merchant_id: str
+    environment: str
+    type: str | None
+    source: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """One event's outcome, as `review_events` writes it: its new status and fields, the meter event to
+    record (approved ones only), and its outbox row."""
+
+    event: Reviewable
+    amount: str  # the payload's amount, rendered by domain/money.format_money
+    outbox_id: str
+    event_type: str
+    meter_id: str | None = None
+    meter_data: str | None = None  # JSON
+
+
+async def review_events(
+    session: AsyncSession, reviews: Sequence[Review], metering: Metering, processed_at: datetime
+) -> dict[str, list[str | None]]:
+    """Write `reviews` in one statement (see _REVIEW); `updated_at` is the transaction's time. Returns each
+    event's usage_event_ids as stored (a meter id of None: not resolved, retry the transaction)."""
+    if not reviews:
+        return {}
+    driver = await _driver(session)
+    events = [r.event for r in reviews]
+    rows = await driver.fetch(
         _REVIEW,
         [e.id for e in events],
         [e.status for e in events],
         [e.error_message for e in events],
-        [e.processed_at for e in events],
         [e.processed_by for e in events],
-        [json.dumps(list(e.usage_event_ids or [])) for e in events],
         [e.matched_rule_id for e in events],
-        now,
+        [r.meter_id for r in reviews],
+        [f"source_event:{e.id}" if r.meter_id else None for e, r in zip(events, reviews, strict=True)],
+        [r.meter_data for r in reviews],
+        [r.amount for r in reviews],
+        [e.usage_at for e in events],
+        [r.outbox_id for r in reviews],
+        [r.event_type for r in reviews],
+        metering.merchant_id,
+        metering.environment,
+        metering.type,
+        metering.source,
+        metering.subject,
+        processed_at,
     )
-    for e in events:
-        e.updated_at = now
+    return {r[0]: json.loads(r[1]) for r in rows}
+
+
+async def _driver(session: AsyncSession) -> Any:
+    return (await (await session.connection()).get_raw_connection()).driver_connection
 
 
 async def add_outbox_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

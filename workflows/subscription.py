@@ -7,6 +7,11 @@ clock-bound ones, so tests and test clocks exercise the production path. It cont
 CONTINUE_AS_NEW_PERIODS periods or when Temporal suggests it (after each period before version 3), carrying
 its small state explicitly.
 
+Since version 5 it charges issued invoices of autoCharge subscriptions off-session (`charge_invoice`) and
+retries a failed charge on the dunning schedule: each retry is a deadline in `state.dunning`, waited for
+like every other deadline (a durable timer, or the test clock's reading); a payment recorded meanwhile (the
+portal's Pay now) ends the retries of its invoice.
+
 Since version 3 it also writes Invoice 0: the API stores the subscription row and starts this workflow with
 the `await_created` update (update-with-start), which answers once Invoice 0 is written: by
 `load_subscription_state` for a row without one, by `create_invoice0` in runs recorded before that.
@@ -32,13 +37,16 @@ with workflow.unsafe.imports_passed_through():
     from workflows.subscription_messages import (
         WORKFLOW_VERSION,
         AwaitCreated,
+        ChargeInvoice,
         ClockAdvance,
         ClockAdvanced,
         ClosePeriod,
         Created,
         CreateInvoice0,
+        Dunning,
         ExpireActivation,
         FinalizeInvoice,
+        InvoiceOutcome,
         LoadState,
         OpenPeriod,
         PaymentCompleted,
@@ -63,7 +71,7 @@ CONTINUE_AS_NEW_PERIODS = 12  # version 3 on: periods per run (design rule 5)
 
 A = TypeVar("A")
 R = TypeVar("R")
-DueKind = Literal["expire", "close", "finalize"]
+DueKind = Literal["expire", "close", "finalize", "charge"]
 
 
 @dataclass
@@ -220,11 +228,17 @@ class SubscriptionWorkflow:
             candidates.append(Due(state.activation_deadline, "expire"))
         if state.status == "active" and state.current_period and state.current_period_end is not None:
             candidates.append(Due(state.current_period_end, "close", state.current_period))
+        candidates += [Due(d.next_at, "charge", d.sequence_number) for d in state.dunning]
         return min(candidates, key=lambda d: (d.at, d.kind != "close"), default=None)
 
     def _done(self) -> bool:
         state = self._state()
-        return state.status == "terminated" and not state.pending_closes and not self.payments
+        return (
+            state.status == "terminated"
+            and not state.pending_closes
+            and not state.dunning
+            and not self.payments
+        )
 
     def _should_continue_as_new(self) -> bool:
         if workflow.info().is_continue_as_new_suggested():
@@ -288,15 +302,20 @@ class SubscriptionWorkflow:
                 )
             else:
                 await self._open(due.sequence_number + 1)
+        elif due.kind == "charge":
+            await self._charge(due)
         else:
             await self._finalize(due)
 
     async def _finalize(self, due: Due) -> None:
         state = self._state()
-        outcome = await self._act(
+        outcome: InvoiceOutcome = await self._act(
             Activities.finalize_invoice,
             FinalizeInvoice(
-                subscription_id=state.subscription_id, sequence_number=due.sequence_number, at=due.at
+                subscription_id=state.subscription_id,
+                sequence_number=due.sequence_number,
+                at=due.at,
+                charge_off_session=state.workflow_version >= 5,
             ),
             f"finalize invoice {due.sequence_number}",
             CALCULATION,
@@ -312,6 +331,46 @@ class SubscriptionWorkflow:
             workflow.logger.info(
                 "invoice %s is %s (%s)", outcome.invoice_id, outcome.status, outcome.grand_total
             )
+        if outcome.charge:
+            # Charged by the loop as a deadline due now, so it runs in time order with everything else
+            # (and never inside the gather that opens the next period).
+            state.dunning.append(
+                Dunning(invoice_id=outcome.invoice_id, sequence_number=due.sequence_number, next_at=due.at)
+            )
+
+    async def _charge(self, due: Due) -> None:
+        """One off-session charge of an autoCharge invoice; a failure schedules the next retry (the
+        activity reads the dunning schedule) or, after the last, applies the dunning policy."""
+        state = self._state()
+        entry = next(d for d in state.dunning if d.sequence_number == due.sequence_number)
+        attempt = entry.attempts + 1
+        outcome = await self._act(
+            Activities.charge_invoice,
+            ChargeInvoice(
+                subscription_id=state.subscription_id, invoice_id=entry.invoice_id, attempt=attempt, at=due.at
+            ),
+            f"charge invoice {due.sequence_number} (attempt {attempt})",
+        )
+        state.dunning = [d for d in state.dunning if d.invoice_id != entry.invoice_id]
+        if outcome.retry_at is not None:
+            state.dunning.append(entry.model_copy(update={"attempts": attempt, "next_at": outcome.retry_at}))
+        if outcome.status == "PAYMENT_FAILED":
+            workflow.logger.warning(
+                "invoice %s: charge %d failed (%s); next retry %s",
+                entry.invoice_id, attempt, outcome.failure, outcome.retry_at or "none",
+            )  # fmt: skip
+        if outcome.terminate and state.status != "terminated":
+            result = await self._act(
+                Activities.terminate_subscription,
+                Terminate(
+                    subscription_id=state.subscription_id,
+                    at=due.at,
+                    terminated_by="system",
+                    reason=f"invoice {entry.invoice_id} was still unpaid after {attempt} charges",
+                ),
+                "terminate: dunning exhausted",
+            )
+            self._terminated(result)
 
     async def _open(self, sequence_number: int) -> None:
         state = self._state()
@@ -335,12 +394,18 @@ class SubscriptionWorkflow:
                         payment_session_id=message.payment_session_id,
                         at=self._now(),
                         succeeded=succeeded,
+                        payment_method=getattr(message, "payment_method", None),
+                        provider_customer=getattr(message, "provider_customer", None),
                     ),
                     f"record {'payment' if succeeded else 'declined payment'} of {message.invoice_id}",
                 )
                 if outcome.activated:
                     state.status, state.activation_deadline = "active", None
                     self._publish()
+                if outcome.settled and state.dunning:
+                    # Paid by hand (the portal's Pay now) mid-dunning: no more retries.
+                    state.dunning = [d for d in state.dunning if d.invoice_id != message.invoice_id]
+                    self.woken = True
 
     def _terminated(self, result: Terminated) -> None:
         state = self._state()
@@ -403,6 +468,8 @@ class SubscriptionWorkflow:
             waiting = f"awaiting Invoice 0 payment (checkout expires {due.at.isoformat()})"
         elif due.kind == "close":
             waiting = f"period {due.sequence_number} runs until {due.at.isoformat()}"
+        elif due.kind == "charge":
+            waiting = f"invoice {due.sequence_number} unpaid: next charge {due.at.isoformat()}"
         else:
             waiting = f"invoice {due.sequence_number} in grace window until {due.at.isoformat()}"
         if state.test_clock_id:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from temporalio import activity
 
 from workflows.subscription_messages import (
+    ChargeInvoice,
+    ChargeOutcome,
     ClosePeriod,
     CreateInvoice0,
     ExpireActivation,
@@ -61,4 +63,8 @@ class SubscriptionActivityDefs:
 
     @activity.defn
     async def terminate_subscription(self, request: Terminate) -> Terminated:
+        raise NotImplementedError
+
+    @activity.defn
+    async def charge_invoice(self, request: ChargeInvoice) -> ChargeOutcome:
         raise NotImplementedError

@@ -33,7 +33,20 @@ class PendingClose(BaseModel):
 #   4: once the state is loaded, the quick activities (all but finalize_invoice) run as local activities,
 #      markers in the workflow's own task (bench/README.md: a period close's history events and workflow
 #      tasks, and the Temporal server's CPU per subscription)
-WORKFLOW_VERSION = 4
+#   5: autoCharge invoices are charged off-session by the workflow (charge_invoice) once issued, and a failed
+#      charge is retried on the dunning schedule as durable deadlines (`dunning`); before, finalize_invoice
+#      marked them PAID at once
+WORKFLOW_VERSION = 5
+
+
+class Dunning(BaseModel):
+    """An issued autoCharge invoice the workflow still has to charge (version 5): attempt `attempts + 1`
+    is due at `next_at` (the issue time for the first charge, then the dunning schedule's retries)."""
+
+    invoice_id: str
+    sequence_number: int
+    attempts: int = 0  # charges made so far
+    next_at: datetime
 
 
 class SubscriptionState(BaseModel):
@@ -55,6 +68,7 @@ class SubscriptionState(BaseModel):
     # The API stored the row but nobody wrote Invoice 0 yet (version 3: the workflow's first activity does).
     needs_invoice0: bool = False
     attention: list[str] = []  # invoices that FAILED and need an operator (shown in the current details)
+    dunning: list[Dunning] = []  # version 5: autoCharge invoices awaiting a charge or a retry
 
 
 class PaymentCompleted(BaseModel):
@@ -62,6 +76,10 @@ class PaymentCompleted(BaseModel):
 
     invoice_id: str
     payment_session_id: str
+    # The method the payer paid with, when the provider saved it for off-session charges (autoCharge): the
+    # sandbox page's test method, the PaymentIntent's payment_method and customer (Stripe).
+    payment_method: str | None = None
+    provider_customer: str | None = None
 
 
 class PaymentDeclined(BaseModel):
@@ -146,6 +164,9 @@ class FinalizeInvoice(BaseModel):
     subscription_id: str
     sequence_number: int
     at: datetime
+    # Version 5: an autoCharge invoice stays ISSUED (InvoiceOutcome.charge) and the workflow charges it;
+    # False keeps the earlier behaviour (PAID at once) for runs recorded before.
+    charge_off_session: bool = False
 
 
 class InvoiceOutcome(BaseModel):
@@ -153,6 +174,7 @@ class InvoiceOutcome(BaseModel):
     status: InvoiceStatus
     grand_total: str
     failure: str | None = None  # why the invoice is FAILED
+    charge: bool = False  # ISSUED with something to collect on an autoCharge subscription: charge it
 
 
 class RecordPayment(BaseModel):
@@ -161,11 +183,32 @@ class RecordPayment(BaseModel):
     payment_session_id: str
     at: datetime
     succeeded: bool
+    payment_method: str | None = None  # PaymentCompleted's: saved for an autoCharge subscription
+    provider_customer: str | None = None
 
 
 class PaymentOutcome(BaseModel):
     applied: bool  # False when the session or invoice was no longer payable (duplicate, expired, cancelled)
     activated: bool  # Invoice 0 paid: the subscription became active
+    settled: bool = False  # the invoice is no longer payable (paid, here or before): its retries end
+
+
+class ChargeInvoice(BaseModel):
+    """Charge an issued autoCharge invoice off-session with the saved payment method (version 5)."""
+
+    subscription_id: str
+    invoice_id: str
+    attempt: int  # 1: the charge at issue; 2, 3, …: the dunning retries (idempotency `<inv>:charge:<n>`)
+    at: datetime  # when the charge is due (the issue time, a retry deadline): the clock's time
+
+
+class ChargeOutcome(BaseModel):
+    invoice_id: str
+    status: InvoiceStatus  # afterwards: PAID, PAYMENT_FAILED, or whatever settled it before this attempt
+    charged: bool  # the provider was asked (False: the invoice was no longer payable)
+    retry_at: datetime | None = None  # the next retry; None once paid, settled, or after the last retry
+    terminate: bool = False  # the last retry failed and the dunning policy terminates the subscription
+    failure: str | None = None  # the provider's reason for the decline
 
 
 class ExpireActivation(BaseModel):

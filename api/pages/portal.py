@@ -249,7 +249,11 @@ def _invoices(view: PortalView) -> str:
 
 
 def _pay(row: InvoiceRow) -> str:
-    return f'<a class="button pay small" href="{e(row.pay_url)}">Pay</a>' if row.pay_url else ""
+    if not row.pay_url:
+        return ""
+    # An autoCharge invoice whose off-session charge failed: paying it here ends its dunning retries.
+    label = "Pay now" if row.status == "PAYMENT_FAILED" else "Pay"
+    return f'<a class="button pay small" href="{e(row.pay_url)}">{label}</a>'
 
 
 def portal_page(view: PortalView) -> HTMLResponse:
