@@ -20,11 +20,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.workflows.billing_harness import GRACE, Billing
+from workflows.client import send_payment_completed
 from workflows.entitlement import EntitlementWorkflow
 from workflows.ids import subscription_workflow_id
 from workflows.ids import test_clock_workflow_id as clock_workflow_id
 from workflows.source_installation import SourceInstallationWorkflow
 from workflows.subscription import SubscriptionWorkflow
+from workflows.subscription_messages import PaymentCompleted
 from workflows.test_clock import TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
 from workflows.webhook_relay import WebhookRelayWorkflow
@@ -81,6 +83,26 @@ async def thirteen_periods(billing: Billing) -> str:
     return subscription_workflow_id(str(sub["id"]))
 
 
+async def dunning(billing: Billing) -> str:
+    """Version 5: an autoCharge subscription whose period invoice's charge at issue is declined and whose
+    first retry (a day later on the clock) pays it."""
+    plan, _ = await billing.quickstart_catalog()
+    clock = await billing.clock(START)
+    sub = await billing.subscribe(plan, await billing.customer(), START, testClockId=clock, autoCharge=True)
+    payment = sub["payment"]
+    paid = PaymentCompleted(
+        invoice_id=payment["invoiceId"],
+        payment_session_id=payment["paymentSessionId"],
+        payment_method="pm_sandbox_decline_first_1",
+    )
+    await send_payment_completed(billing.env.client, billing.task_queue, str(sub["id"]), paid)
+    await billing.advance(clock, FEB29 + GRACE)
+    await billing.advance(clock, FEB29 + GRACE + timedelta(days=2))
+    invoice = next(i for i in await billing.invoices(str(sub["id"])) if i.sequence_number == 1)
+    assert invoice.status == "PAID" and len(invoice.metadata_["charges"]) == 2
+    return subscription_workflow_id(str(sub["id"]))
+
+
 async def clock_advance(billing: Billing) -> str:
     """The clock's own workflow: started by the first advance, driving two subscriptions across a period
     close and its grace window in two advances."""
@@ -108,6 +130,7 @@ SCENARIOS: dict[str, Callable[[Billing], Awaitable[str]]] = {
     "terminated": terminated,
     "expired": expired,
     "thirteen-periods": thirteen_periods,
+    "dunning": dunning,
     "test-clock-advance": clock_advance,
     "test-clock-deleted": clock_deleted,
 }
