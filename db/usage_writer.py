@@ -349,9 +349,13 @@ usage_u AS (
          AS u(id, merchant_id, environment, customer_id, consumer_id, subscription_id, entitlement_id, key,
               ts, properties, metadata, currency, price, total_tax, total_amount, instant_amount,
               arrears_amount, transaction_id)
-    JOIN subscriptions s ON s.id = u.subscription_id
-    WHERE (s.status = 'active' AND (s.ending_at IS NULL OR u.ts < s.ending_at))
-       OR (s.status = 'terminated' AND u.ts < s.terminated_at)
+    CROSS JOIN LATERAL (  -- one index lookup per event, whatever the planner thinks of the unnest
+        SELECT 1 FROM subscriptions s
+        WHERE s.id = u.subscription_id
+          AND ((s.status = 'active' AND (s.ending_at IS NULL OR u.ts < s.ending_at))
+               OR (s.status = 'terminated' AND u.ts < s.terminated_at))
+        LIMIT 1
+    ) s
     ON CONFLICT (merchant_id, environment, idempotency_key) DO NOTHING
     RETURNING id, created_at, transaction_id
 )"""

@@ -158,6 +158,11 @@ def wire(row: UsageRow) -> dict[str, Any]:
         if row.refunded_at is not None
         else None
     )
+    price = to_nanos_rounded(row.price)
+    tax = to_nanos_rounded(row.total_tax) if row.total_tax else 0
+    total = (
+        price if not row.total_tax and row.total_amount == row.price else to_nanos_rounded(row.total_amount)
+    )
     return {
         "id": row.id,
         "object": "usageEvent",
@@ -171,9 +176,9 @@ def wire(row: UsageRow) -> dict[str, Any]:
             "billingEventId": row.transaction_id,
             "currency": row.currency,
             "invoiceId": row.invoice_id,
-            "price": to_nanos_rounded(row.price),
-            "totalTax": to_nanos_rounded(row.total_tax),
-            "totalAmount": to_nanos_rounded(row.total_amount),
+            "price": price,
+            "totalTax": tax,
+            "totalAmount": total,
         },
         "consumerId": row.consumer_id,
         "description": row.description,
