@@ -24,6 +24,7 @@ from activities.webhook_delivery import WebhookDeliveryActivities, http_client
 from activities.webhook_relay import WebhookRelayActivities
 from db.session import create_engine
 from integrations.payments import provider_named
+from integrations.payments.sessions import ProviderChoice
 from integrations.secret_box import SecretBox, startup_warning
 from integrations.stripe_revenue import StripeRevenue
 from settings import Settings
@@ -84,6 +85,7 @@ def build_worker(
             dunning_schedule=payment_settings.dunning_schedule,
             dunning_policy=payment_settings.dunning_policy,
             provider_named=partial(provider_named, payment_settings),
+            payment_choice=ProviderChoice(payment_settings),
         )
     )
     reconciler = ReconcilerActivities(engine, client, task_queue, source_poll_interval, source_polls_per_run)

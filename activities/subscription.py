@@ -46,6 +46,7 @@ from integrations.payments.base import (
     ProviderRejected,
 )
 from integrations.payments.sandbox import SandboxProvider
+from integrations.payments.sessions import ProviderChoice, open_payment, reconcile_subscription
 from workflows.subscription_activities import SubscriptionActivityDefs
 from workflows.subscription_messages import (
     WORKFLOW_VERSION,
@@ -59,10 +60,14 @@ from workflows.subscription_messages import (
     InvoiceOutcome,
     LoadState,
     OpenPeriod,
+    PaymentCompleted,
+    PaymentDeclined,
     PaymentOutcome,
+    PaymentsReconciled,
     PendingClose,
     PeriodClosed,
     PeriodInfo,
+    ReconcilePayments,
     RecordPayment,
     SubscriptionState,
     Terminate,
@@ -152,6 +157,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         dunning_policy: str = "keep",  # Settings.dunning_policy: keep | terminate
         # (provider name, environment) → the provider (integrations.payments.provider_named with settings)
         provider_named: Callable[[str, str], PaymentProvider] = _sandbox_only,
+        # Issue 11: which provider opens a checkout's payment (None: the sandbox, nothing to open)
+        payment_choice: ProviderChoice | None = None,
     ) -> None:
         self.sessions = session_factory(engine)
         self.grace = grace_period
@@ -159,6 +166,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         self.dunning_schedule = dunning_schedule
         self.dunning_policy = dunning_policy
         self.provider_named = provider_named
+        self.payment_choice = payment_choice or ProviderChoice()
 
     async def _record_subscription(self, session: AsyncSession, sub: Subscription, *event_types: str) -> None:
         """One rendering for every event the change makes (activation is both updated and activated)."""
@@ -260,7 +268,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 payment = await session.get(PaymentSession, invoice0.payment_session_id)
                 deadline = payment.expires_at if payment else None
             active = next((i for i in invoices if i.status == "ACTIVE"), None)
-            return SubscriptionState(
+            opening = invoice0.payment_session_id if invoice0 and sub.status == "pending_payment" else None
+            state = SubscriptionState(
                 subscription_id=sub.id,
                 merchant_id=sub.merchant_id,
                 environment=sub.environment,
@@ -281,6 +290,8 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 ],
                 workflow_version=WORKFLOW_VERSION,
             )
+        state.payment_check_at = await self._payment_check(sub.id, opening)
+        return state
 
     @activity.defn
     async def create_invoice0(self, request: CreateInvoice0) -> Invoice0Created:
@@ -296,13 +307,16 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 if invoice0.payment_session_id
                 else None
             )
-            return Invoice0Created(
+            created = Invoice0Created(
                 invoice_id=invoice0.id,
                 status=sub.status,
                 activation_deadline=payment.expires_at
                 if payment and sub.status == "pending_payment"
                 else None,
             )
+        opening = payment.id if payment is not None and created.activation_deadline is not None else None
+        created.payment_check_at = await self._payment_check(request.subscription_id, opening)
+        return created
 
     async def _write_invoice0(self, session: AsyncSession, sub: Subscription) -> Invoice:
         clock = await session.get(TestClock, sub.test_clock_id) if sub.test_clock_id else None
@@ -438,7 +452,9 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     and invoice.grand_total > 0
                     and not (invoice.metadata_ or {}).get(CHARGES)
                 )
-                return outcome
+            if invoice.payment_session_id and invoice.status in status.INVOICE_PAYABLE:
+                outcome.payment_check_at = await self._payment_check(sub.id, invoice.payment_session_id)
+            return outcome
         except (DBAPIError, ArithmeticError) as exc:
             if not _no_retry_fixes(exc):
                 raise
@@ -817,6 +833,60 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             return None
         return PendingClose(sequence_number=final.sequence_number, grace_period_end=final.grace_period_end)
 
+    # ---- payments at a provider (issue 11: integrations/payments/sessions.py) --------------------------
+
+    async def _payment_check(self, subscription_id: str, opening: str | None) -> datetime | None:
+        """Open the payment of the checkout `opening` at its provider (nothing for the sandbox), after the
+        checkout's commit and outside any row lock; when the workflow should ask the provider about the
+        subscription's open payments (None: nothing open at a provider, as always with the sandbox)."""
+        choice = self.payment_choice
+        if choice.settings is None:
+            return None
+        now = datetime.now(UTC)
+        if opening is not None:
+            opened = await open_payment(self.sessions, choice, opening, self.base_url)
+            if opened.provider != "sandbox":
+                return choice.next_check(now, now)
+        async with self.sessions() as session:
+            open_at_provider = await session.scalar(
+                select(PaymentSession.id)
+                .where(
+                    PaymentSession.subscription_id == subscription_id,
+                    PaymentSession.status.in_(status.PAYMENT_SESSION_PAYABLE),
+                    PaymentSession.provider != "sandbox",
+                    PaymentSession.expires_at > now,
+                )
+                .limit(1)
+            )
+        return choice.next_check(now, now) if open_at_provider is not None else None
+
+    @activity.defn
+    async def reconcile_payments(self, request: ReconcilePayments) -> PaymentsReconciled:
+        """Ask the provider about every open payment of the subscription (the webhook may never come): the
+        succeeded and newly declined ones, which the workflow records like their signals, and when to ask
+        again."""
+        outcomes, next_check = await reconcile_subscription(
+            self.sessions, self.payment_choice, request.subscription_id, self.base_url, datetime.now(UTC)
+        )
+        return PaymentsReconciled(
+            completed=[
+                PaymentCompleted(
+                    invoice_id=o.invoice_id,
+                    payment_session_id=o.payment_session_id,
+                    payment_method=o.payment_method,
+                    provider_customer=o.provider_customer,
+                )
+                for o in outcomes
+                if o.succeeded
+            ],
+            declined=[
+                PaymentDeclined(invoice_id=o.invoice_id, payment_session_id=o.payment_session_id)
+                for o in outcomes
+                if not o.succeeded
+            ],
+            next_check_at=next_check,
+        )
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.load_subscription_state,
@@ -826,6 +896,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             self.finalize_invoice,
             self.record_payment,
             self.charge_invoice,
+            self.reconcile_payments,
             self.expire_activation,
             self.terminate_subscription,
         ]

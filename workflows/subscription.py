@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         OpenPeriod,
         PaymentCompleted,
         PaymentDeclined,
+        ReconcilePayments,
         RecordPayment,
         SubscriptionInput,
         SubscriptionState,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         Terminated,
         TerminateRequest,
         TerminateResult,
+        WatchPayments,
     )
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
@@ -103,6 +105,13 @@ class SubscriptionWorkflow:
     @workflow.signal
     def payment_declined(self, message: PaymentDeclined) -> None:
         self.payments.append((False, message))
+
+    @workflow.signal
+    def watch_payments(self, message: WatchPayments) -> None:
+        """Issue 11: a payment of this subscription is open at a provider: ask it by `check_at`."""
+        if self.state is not None:
+            self._watch(message.check_at)
+            self.woken = True
 
     @workflow.update
     async def await_created(self, request: AwaitCreated) -> Created:
@@ -182,6 +191,9 @@ class SubscriptionWorkflow:
             self._publish()
         while True:
             await self._apply_payments()
+            if self._payment_check_due():
+                await self._reconcile_payments()
+                continue
             async with self.lock:
                 due = self._next_due()
                 if due is not None and due.at <= self._now():
@@ -251,14 +263,28 @@ class SubscriptionWorkflow:
         state = self._state()
         self._describe(due)
         self.woken = False
+        check = state.payment_check_at  # real time, also for clock-bound runs (the provider's clock)
         if state.test_clock_id:
             # Clock-bound: only the clock moves time, through the advance_clock update.
             reading = state.clock_now
-            await workflow.wait_condition(
-                lambda: bool(self.payments) or self.woken or self._state().clock_now != reading
-            )
+
+            def moved() -> bool:
+                return bool(self.payments) or self.woken or self._state().clock_now != reading
+
+            if check is None:
+                await workflow.wait_condition(moved)
+                return
+            try:
+                await workflow.wait_condition(
+                    moved, timeout=max(check - workflow.now(), timedelta(seconds=1))
+                )
+            except TimeoutError:
+                pass
             return
         timeout = (due.at - workflow.now()) if due is not None else None
+        if check is not None:
+            until_check = max(check - workflow.now(), timedelta(seconds=1))
+            timeout = until_check if timeout is None else min(timeout, until_check)
         try:
             await workflow.wait_condition(lambda: bool(self.payments) or self.woken, timeout=timeout)
         except TimeoutError:
@@ -273,6 +299,7 @@ class SubscriptionWorkflow:
         )
         state.status, state.activation_deadline = created.status, created.activation_deadline
         state.needs_invoice0 = False
+        self._watch(created.payment_check_at)
 
     async def _process(self, due: Due) -> None:
         state = self._state()
@@ -321,6 +348,7 @@ class SubscriptionWorkflow:
             CALCULATION,
         )
         state.pending_closes = [c for c in state.pending_closes if c.sequence_number != due.sequence_number]
+        self._watch(outcome.payment_check_at)
         if outcome.status == "FAILED":
             # No retry can fix it (activities/subscription.py marked the invoice): billing goes on, and the
             # Temporal UI says which invoice needs an operator.
@@ -406,6 +434,33 @@ class SubscriptionWorkflow:
                     # Paid by hand (the portal's Pay now) mid-dunning: no more retries.
                     state.dunning = [d for d in state.dunning if d.invoice_id != message.invoice_id]
                     self.woken = True
+
+    # ---- payments at a provider (issue 11) ------------------------------------------------------------
+
+    def _watch(self, check_at: datetime | None) -> None:
+        """Ask the provider by `check_at` (keeps an earlier check)."""
+        state = self._state()
+        if check_at is not None and (state.payment_check_at is None or check_at < state.payment_check_at):
+            state.payment_check_at = check_at
+
+    def _payment_check_due(self) -> bool:
+        check = self._state().payment_check_at
+        return check is not None and check <= workflow.now()
+
+    async def _reconcile_payments(self) -> None:
+        """The provider's word on open payments whose webhook did not come: recorded like their signals."""
+        state = self._state()
+        async with self.lock:
+            found = await self._act(
+                Activities.reconcile_payments,
+                ReconcilePayments(subscription_id=state.subscription_id),
+                "ask the payment provider about open payments",
+            )
+        state.payment_check_at = found.next_check_at
+        for completed in found.completed:
+            self.payments.append((True, completed))
+        for declined in found.declined:
+            self.payments.append((False, declined))
 
     def _terminated(self, result: Terminated) -> None:
         state = self._state()

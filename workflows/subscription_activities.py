@@ -23,8 +23,10 @@ from workflows.subscription_messages import (
     LoadState,
     OpenPeriod,
     PaymentOutcome,
+    PaymentsReconciled,
     PeriodClosed,
     PeriodInfo,
+    ReconcilePayments,
     RecordPayment,
     SubscriptionState,
     Terminate,
@@ -67,4 +69,8 @@ class SubscriptionActivityDefs:
 
     @activity.defn
     async def charge_invoice(self, request: ChargeInvoice) -> ChargeOutcome:
+        raise NotImplementedError
+
+    @activity.defn
+    async def reconcile_payments(self, request: ReconcilePayments) -> PaymentsReconciled:
         raise NotImplementedError

@@ -69,6 +69,10 @@ class SubscriptionState(BaseModel):
     needs_invoice0: bool = False
     attention: list[str] = []  # invoices that FAILED and need an operator (shown in the current details)
     dunning: list[Dunning] = []  # version 5: autoCharge invoices awaiting a charge or a retry
+    # Issue 11: when to ask the payment provider about this subscription's open payments (a Stripe
+    # PaymentIntent whose webhook has not come): None while nothing is open at a provider. Set from activity
+    # results and the watch_payments signal, so runs without provider payments never start this timer.
+    payment_check_at: datetime | None = None
 
 
 class PaymentCompleted(BaseModel):
@@ -137,6 +141,7 @@ class Invoice0Created(BaseModel):
     invoice_id: str
     status: SubscriptionStatus  # active when Invoice 0 was free
     activation_deadline: datetime | None  # when its checkout expires unpaid
+    payment_check_at: datetime | None = None  # its payment is at a provider: ask it then (issue 11)
 
 
 class OpenPeriod(BaseModel):
@@ -174,6 +179,7 @@ class InvoiceOutcome(BaseModel):
     status: InvoiceStatus
     grand_total: str
     failure: str | None = None  # why the invoice is FAILED
+    payment_check_at: datetime | None = None  # its checkout's payment is at a provider: ask it then
     charge: bool = False  # ISSUED with something to collect on an autoCharge subscription: charge it
 
 
@@ -226,6 +232,27 @@ class Terminate(BaseModel):
 class Terminated(BaseModel):
     terminated_at: datetime
     closed: PendingClose | None  # the period cut short at terminatedAt, now CLOSING
+
+
+class WatchPayments(BaseModel):
+    """Signal (issue 11): a payment of this subscription was opened at a provider outside the workflow's
+    activities (the hosted page, for a top-up invoice): ask the provider about it at `check_at` unless the
+    workflow already asks sooner."""
+
+    check_at: datetime
+
+
+class ReconcilePayments(BaseModel):
+    subscription_id: str
+
+
+class PaymentsReconciled(BaseModel):
+    """What the provider says about the subscription's open payments: outcomes to record exactly as if their
+    signals had come (the webhook that never arrived), and when to ask again (None: nothing left open)."""
+
+    completed: list[PaymentCompleted] = []
+    declined: list[PaymentDeclined] = []
+    next_check_at: datetime | None = None
 
 
 SubscriptionInput.model_rebuild()

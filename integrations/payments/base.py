@@ -11,7 +11,7 @@ Conventions every implementation keeps:
   minor units exist only inside the Stripe implementation (domain.money.to_minor_units).
 - `our_id` is Accrue's id of the thing being paid (a payment session `ps_…` of an invoice, or a one-off
   payment `pay_…`). Provider calls that create something carry the idempotency key `<our id>:<step>`
-  (`ps_x:create`, `ps_x:confirm:<tok_…>`, `pay_x:charge:<attempt>`), so a retried activity creates nothing twice.
+  (`ps_x:create`, `ps_x:confirm:<tok_…>`, `pay_x:charge:<n>`), so a retried activity creates nothing twice.
 - The provider's object names its owner (`PaymentOwner`) so its webhook can be routed without a lookup:
   Stripe PaymentIntents carry it in their metadata (`accrue_owner_kind`, `accrue_owner_id`, `accrue_id`,
   `accrue_invoice_id`, `accrue_merchant_id`, `accrue_environment`; see `owner_of`). Owner kinds today:
@@ -114,6 +114,7 @@ class PaymentState:
     payment_method: str | None = None  # the provider's saved method (Stripe pm_…/card_…) after success
     provider_customer: str | None = None
     client_secret: str | None = None  # Stripe: for Stripe.js on the hosted page only; never logged or stored
+    environment: str | None = None  # the Accrue environment it was created for (metadata)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import stripe
 
 from domain.money import from_minor_units, to_minor_units
 from integrations.payments.base import (
+    META_ENVIRONMENT,
     META_INVOICE_ID,
     META_OUR_ID,
     CreatedPayment,
@@ -105,6 +106,7 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
         payment_method=method if isinstance(method, str) else None,
         provider_customer=customer if isinstance(customer, str) else None,
         client_secret=intent.get("client_secret"),
+        environment=metadata.get(META_ENVIRONMENT),
     )
 
 
