@@ -131,6 +131,57 @@ async def insert_new_events(session: AsyncSession, rows: Sequence[dict[str, Any]
     return [EventRow(**r) for r in (await session.execute(statement)).mappings()]
 
 
+@dataclass(frozen=True, slots=True)
+class ReviewContext:
+    """What a review needs of its installation: who the meter events are for, the subscription's currency
+    (upper case) and the revenue metric's eventType and valueProperty."""
+
+    merchant_id: str
+    environment: str
+    source_id: str
+    subscription_id: str
+    customer_id: str
+    currency: str
+    revenue_metric_id: str
+    event_type: str | None
+    value_property: str | None
+
+    @classmethod
+    def of(cls, ctx: InstallationContext) -> ReviewContext:
+        inst = ctx.installation
+        return cls(
+            inst.merchant_id, inst.environment, inst.source_id, inst.subscription_id, inst.customer_id,
+            ctx.currency, ctx.source.revenue_metric_id, ctx.event_type, ctx.value_property,
+        )  # fmt: skip
+
+
+_REVIEW_CONTEXT = """
+SELECT i.merchant_id, i.environment, i.source_id, i.subscription_id, i.customer_id, s.currency,
+       src.revenue_metric_id, m.event_type, m.value_property
+FROM source_installations i
+JOIN sources src ON src.id = i.source_id
+JOIN subscriptions s ON s.id = i.subscription_id
+JOIN billable_metrics m ON m.id = src.revenue_metric_id
+WHERE i.id = $1
+FOR UPDATE OF i
+"""
+
+
+async def review_context(driver: Any, installation_id: str) -> ReviewContext | None:
+    """installation_context(lock=True) for a review, on the asyncpg connection `driver` (in its transaction):
+    the installation locked (one writer per installation), what a review needs of it."""
+    row = await driver.fetchrow(_REVIEW_CONTEXT, installation_id)
+    if row is None:
+        return None
+    merchant_id, environment, source_id, subscription_id, customer_id, currency, metric, event_type, path = (
+        row
+    )
+    return ReviewContext(
+        merchant_id, environment, source_id, subscription_id, customer_id, currency.upper(), metric,
+        event_type, path,
+    )  # fmt: skip
+
+
 @dataclass(slots=True)
 class ReviewRow:
     """What a review needs of a locked source event: its status, and the facts approval checks and meters.
@@ -172,9 +223,8 @@ FOR UPDATE
 """
 
 
-async def lock_for_review(session: AsyncSession, installation_id: str, ids: Sequence[str]) -> list[ReviewRow]:
+async def lock_for_review(driver: Any, installation_id: str, ids: Sequence[str]) -> list[ReviewRow]:
     """The installation's events among `ids`, locked in id order (two reviews never deadlock)."""
-    driver = await _driver(session)
     rows = await driver.fetch(_LOCK_FOR_REVIEW, installation_id, list(ids))
     return [ReviewRow(*r) for r in rows]
 
@@ -282,13 +332,13 @@ class Review:
 
 
 async def review_events(
-    session: AsyncSession, reviews: Sequence[Review], metering: Metering, processed_at: datetime
+    driver: Any, reviews: Sequence[Review], metering: Metering, processed_at: datetime
 ) -> dict[str, list[str | None]]:
-    """Write `reviews` in one statement (see _REVIEW); `updated_at` is the transaction's time. Returns each
-    event's usage_event_ids as stored (a meter id of None: not resolved, retry the transaction)."""
+    """Write `reviews` in one statement (see _REVIEW) on the asyncpg connection `driver`; `updated_at` is the
+    transaction's time. Returns each event's usage_event_ids as stored (a meter id of None: not resolved,
+    retry the transaction)."""
     if not reviews:
         return {}
-    driver = await _driver(session)
     events = [r.event for r in reviews]
     rows = await driver.fetch(
         _REVIEW,
@@ -314,7 +364,8 @@ async def review_events(
     return {r[0]: json.loads(r[1]) for r in rows}
 
 
-async def _driver(session: AsyncSession) -> Any:
+async def driver_of(session: AsyncSession) -> Any:
+    """The asyncpg connection under `session` (in its transaction)."""
     return (await (await session.connection()).get_raw_connection()).driver_connection
 
 
