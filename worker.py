@@ -16,6 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.entitlement import EntitlementActivities
 from activities.health import HealthActivities
 from activities.heartbeat import HeartbeatInterceptor
+from activities.payment import PaymentActivities
 from activities.reconciler import ReconcilerActivities
 from activities.source_installation import SourceInstallationActivities
 from activities.subscription import SubscriptionActivities
@@ -35,6 +36,7 @@ from workflows.client import (
     ensure_webhook_relay,
 )
 from workflows.entitlement import EntitlementWorkflow
+from workflows.payment import PaymentWorkflow
 from workflows.ping import PingWorkflow
 from workflows.reconciler import ReconcilerWorkflow
 from workflows.source_installation import SourceInstallationWorkflow
@@ -52,6 +54,7 @@ WORKFLOWS = [
     WebhookEndpointWorkflow,
     SourceInstallationWorkflow,
     EntitlementWorkflow,
+    PaymentWorkflow,
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ def build_worker(
         engine, StripeRevenue(stripe_api_base), SecretBox(secret_key)
     )
     entitlement_activities = EntitlementActivities(engine)
+    payment_activities = PaymentActivities(engine)
     return Worker(
         client,
         task_queue=task_queue,
@@ -109,6 +113,7 @@ def build_worker(
             *deliveries.all(),
             *installations.all(),
             *entitlement_activities.all(),
+            *payment_activities.all(),
         ],
         # Every workflow run pays for a fresh sandbox (about 10 ms
         # of worker CPU, bench/period_close.py). Determinism is checked instead where it is cheap: CI replays

@@ -13,12 +13,18 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from db.models import Entitlement, Invoice, SourceEvent, SourceInstallation, Subscription
+from db import payments as payment_rows
+from db.models import Entitlement, Invoice, Payment, SourceEvent, SourceInstallation, Subscription
 from db.session import session_factory
 from domain import status
 from workflows import search_attributes as sa
-from workflows.client import start_entitlement_workflow, start_subscription_workflow
-from workflows.ids import entitlement_workflow_id, source_installation_workflow_id, subscription_workflow_id
+from workflows.client import start_entitlement_workflow, start_payment_workflow, start_subscription_workflow
+from workflows.ids import (
+    entitlement_workflow_id,
+    payment_workflow_id,
+    source_installation_workflow_id,
+    subscription_workflow_id,
+)
 from workflows.reconciler import ReconcilerActivityDefs, ReconcileRequest, ReconcileResult
 from workflows.source_installation import SourceInstallationWorkflow
 from workflows.source_messages import InstallationInput
@@ -137,6 +143,22 @@ class ReconcilerActivities(ReconcilerActivityDefs):
         activity.logger.warning("started the missing workflow of entitlement %s", row.id)
         return True
 
+    async def _payments_owing(self, min_age: timedelta, merchant_id: str | None) -> list[Payment]:
+        """Open one-off payments (pending, processing): their workflow holds the expiry timer."""
+        async with self.sessions() as session:
+            now = await session.scalar(select(func.now()))
+            assert now is not None
+            return await payment_rows.open_payments(session, now - min_age, merchant_id)
+
+    async def _ensure_payment_running(self, row: Payment) -> bool:
+        if await self._running(payment_workflow_id(row.id)):
+            return False
+        await start_payment_workflow(
+            self.client, self.task_queue, row.id, merchant_id=row.merchant_id, customer_id=row.customer_id
+        )
+        activity.logger.warning("started the missing workflow of payment %s", row.id)
+        return True
+
     @activity.defn
     async def reconcile_subscriptions(self, request: ReconcileRequest) -> ReconcileResult:
         owing = await self._owing(timedelta(seconds=request.min_age_seconds), request.merchant_id)
@@ -167,9 +189,20 @@ class ReconcilerActivities(ReconcilerActivityDefs):
             timedelta(seconds=request.min_age_seconds), request.merchant_id
         )
         started_entitlements = await asyncio.gather(*(check_entitlement(r) for r in active))
+
+        async def check_payment(row: Payment) -> bool:
+            async with gate:
+                activity.heartbeat()
+                return await self._ensure_payment_running(row)
+
+        open_payments = await self._payments_owing(
+            timedelta(seconds=request.min_age_seconds), request.merchant_id
+        )
+        started_payments = await asyncio.gather(*(check_payment(r) for r in open_payments))
         return ReconcileResult(
-            checked=len(owing) + len(installations) + len(active),
+            checked=len(owing) + len(installations) + len(active) + len(open_payments),
             started=[i for i, s in zip(owing, started, strict=True) if s]
             + [r.id for r, s in zip(installations, started_installations, strict=True) if s]
-            + [r.id for r, s in zip(active, started_entitlements, strict=True) if s],
+            + [r.id for r, s in zip(active, started_entitlements, strict=True) if s]
+            + [r.id for r, s in zip(open_payments, started_payments, strict=True) if s],
         )

@@ -31,6 +31,7 @@ from api.routers import (
     fees,
     invoices,
     meters,
+    one_off_payments,
     payments,
     plans,
     portal,
@@ -76,6 +77,7 @@ ROUTERS = [
     invoices.router,
     test_clocks.router,
     payments.router,
+    one_off_payments.router,
     revenue.router,
     disputes.router,
     webhooks.router,
@@ -87,6 +89,7 @@ ROUTERS = [
     # HTML pages for payers, customers and merchants (no API key): hosted checkout, the customer portal and
     # the webhook portal.
     payments.page_router,
+    one_off_payments.page_router,
     portal.page_router,
     portal_sources.page_router,
     webhook_portal.page_router,

@@ -747,6 +747,50 @@ class Dispute(Base, Tenant):
     resolved_at: Mapped[datetime | None]
 
 
+class Payment(Base, Tenant):
+    """A one-off payment (POST /v0/payments, behavior §12.2): pending → processing → completed, or expired
+    at `expires_at`; its PaymentWorkflow (`payment-<id>`) owns the expiry timer and records the provider's
+    outcome. The id (`pay_` + 24 random base62 characters) is also the hosted page's credential."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('pending', 'processing', 'completed', 'expired', 'cancelled')", name="status"
+        ),
+        CheckConstraint("amount > 0", name="amount"),
+        # A retried create finds the first one (201 new, 200 existing).
+        Index(
+            "uq_payments_idempotency_key",
+            "merchant_id",
+            "environment",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key is not null"),
+        ),
+        Index("ix_payments_list", "merchant_id", "environment", "created_at"),
+        Index("ix_payments_customer", "merchant_id", "environment", "customer_id"),
+    )
+
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    reference: Mapped[str | None] = mapped_column(String(255))
+    payment_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
+    line_items: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)  # {description, amount, quantity}
+    success_redirect_url: Mapped[str | None] = mapped_column(Text)
+    failure_redirect_url: Mapped[str | None] = mapped_column(Text)
+    save_payment_method: Mapped[bool] = mapped_column(default=False)
+    provider: Mapped[str] = mapped_column(String(16), default="sandbox")  # sandbox | stripe
+    provider_reference: Mapped[str | None] = mapped_column(String(255))  # e.g. the Stripe PaymentIntent
+    payment_url: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
+    declined_at: Mapped[datetime | None]  # the last declined attempt (the page says so); still payable
+
+
 # ---- migration 0007: payment providers (issue 11; integrations/payments) ---------------------------------
 
 

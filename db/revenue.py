@@ -1,5 +1,5 @@
 """What GET /v0/revenue reads, aggregated in SQL per bucket and plan: issued invoices (with their wallet
-top-up lines), written-off invoices, instant usage charges and their refunds, and (issue 11) payments.
+top-up lines), written-off invoices, instant usage charges and their refunds, and one-off payments.
 
 domain/revenue.py adds the rows up; every query here is scoped to one tenant, one currency and the
 half-open window [start, end), optionally narrowed to a customer or to some subscriptions.
@@ -144,10 +144,31 @@ async def refund_rows(session: AsyncSession, scope: RevenueScope) -> list[CountR
 
 
 async def payment_rows(session: AsyncSession, scope: RevenueScope) -> list[CountRow]:
-    """One-off payments (POST /v0/payments, issue 11) per bucket, plan (None) and status (completed,
-    pending, expired). There is no payments table yet: this is where issue 11 adds its query, and
-    completed payments then count in revenue (domain.revenue.Figures.revenue) with no other change."""
-    return []
+    """One-off payments (POST /v0/payments) per bucket, plan (None: a payment has no plan) and status, each
+    by the instant that put it there: completed by `completedAt` (when the money came in, what revenue
+    counts), expired by when it expired, pending (and processing, still open) by `createdAt`. A payment has
+    no subscription, so a scope narrowed to subscriptionIds holds none."""
+    if scope.subscription_ids:
+        return []
+    sql = f"""
+        WITH pay AS (
+            SELECT p.amount,
+                   CASE p.status WHEN 'processing' THEN 'pending' ELSE p.status END AS status,
+                   CASE p.status WHEN 'completed' THEN p.completed_at
+                                 WHEN 'expired' THEN p.expired_at
+                                 ELSE p.created_at END AS at
+            FROM payments p
+            WHERE p.merchant_id = :merchant_id AND p.environment = :environment
+              AND p.currency = :currency
+              AND (CAST(:customer_id AS varchar) IS NULL OR p.customer_id = :customer_id)
+              AND p.status IN ('pending', 'processing', 'completed', 'expired')
+        )
+        SELECT {_bucket("at", scope.width)}, status, count(*), coalesce(sum(amount), 0)
+        FROM pay WHERE at >= :start AND at < :end GROUP BY 1, 2
+    """
+    params = {k: v for k, v in scope.params().items() if k != "subscription_ids"}
+    found = await session.execute(text(sql), params)
+    return [CountRow(_utc(b), None, int(n), Decimal(amount), status) for b, status, n, amount in found]
 
 
 async def primary_currency(session: AsyncSession, merchant_id: str, environment: str) -> str:

@@ -41,6 +41,7 @@ PREFIXES = {
     "ledger_transaction": "txn",
     "entitlement": "com",  # Paygentic's samples name v0 entitlement (commitment) ids com_…
     "dispute": "disp",
+    "payment": "pay",  # one-off payments (POST /v0/payments, issue 11)
 }
 # Paygentic's spec pins test clock ids to exactly 16 characters after the prefix.
 LENGTHS = {"tc": 16}

@@ -10,7 +10,8 @@ What counts (docs/decisions.md, "Revenue"):
   trend's `writtenOffInvoices` goes by when the invoice was written off instead;
 - instant usage charges (the part of a usage event debited from a wallet or reservation at once) by the
   event's `timestamp`, and their refunds by `refundedAt`; in-arrears usage is on the period invoices;
-- completed one-off payments (none yet: issue 11).
+- completed one-off payments (POST /v0/payments) by `completedAt`; pending ones by `createdAt`, expired
+  ones by when they expired (db/revenue.payment_rows).
 Revenue = paid invoices − the wallet top-ups they carried (prepaid money, revenue only once usage spends
 it) + instant usage − its refunds + completed payments. The trend's buckets sum to it exactly.
 """

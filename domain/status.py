@@ -27,6 +27,7 @@ InvoiceStatus = Literal[
 ]
 SubscriptionStatus = Literal["pending_payment", "active", "terminated"]
 PaymentSessionStatus = Literal["open", "declined", "completed", "expired", "cancelled"]
+PaymentStatus = Literal["pending", "processing", "completed", "expired", "cancelled"]
 InstallationStatus = Literal["pending", "active", "error", "disconnected"]
 SourceEventStatus = Literal["pending", "processed", "failed", "rejected"]
 
@@ -98,6 +99,19 @@ PAYMENT_SESSION = Machine(
     },
 )
 
+# A one-off payment (POST /v0/payments, behavior §12.2): `processing` while the provider confirms a submitted
+# payment (a declined attempt goes back to `pending`, payable until it expires); `cancelled` is reserved (no
+# operation cancels a payment yet).
+PAYMENT = Machine(
+    "payment",
+    {
+        "pending": frozenset({"processing", "completed", "expired", "cancelled"}),
+        "processing": frozenset({"pending", "completed", "expired", "cancelled"}),
+        "completed": frozenset(),
+        "expired": frozenset(),
+        "cancelled": frozenset(),
+    },
+)
 
 # A source installation (D15): `pending` until its workflow validated the key; `error` when Stripe refused
 # it (at connect, or revoked later); the customer may still disconnect one in error.
@@ -138,5 +152,7 @@ INVOICE_FINALIZED: frozenset[InvoiceStatus] = (
 # The payer owes it.
 INVOICE_PAYABLE: frozenset[InvoiceStatus] = frozenset({"ISSUED", "PAYMENT_FAILED"})
 PAYMENT_SESSION_PAYABLE: frozenset[PaymentSessionStatus] = frozenset({"open", "declined"})
+# A one-off payment the payer can still pay (and whose workflow still holds the expiry timer).
+PAYMENT_OPEN: frozenset[PaymentStatus] = frozenset({"pending", "processing"})
 # The installation's workflow polls the customer's Stripe.
 INSTALLATION_POLLING: frozenset[InstallationStatus] = frozenset({"pending", "active"})

@@ -47,11 +47,15 @@ from workflows.entitlement_messages import EntitlementInput
 from workflows.ids import (
     WEBHOOK_RELAY_WORKFLOW_ID,
     entitlement_workflow_id,
+    payment_workflow_id,
     source_installation_workflow_id,
     subscription_workflow_id,
     test_clock_workflow_id,
     webhook_endpoint_workflow_id,
 )
+from workflows.payment import PaymentWorkflow
+from workflows.payment import search_attributes as payment_search_attributes
+from workflows.payment_messages import PaymentInput, PaymentOutcome
 from workflows.reconciler import RECONCILER_SCHEDULE_ID, ReconcileRequest, ReconcilerWorkflow
 from workflows.source_installation import SourceInstallationWorkflow
 from workflows.source_messages import (
@@ -247,6 +251,42 @@ async def start_entitlement_workflow(
         search_attributes=TypedSearchAttributes(
             entitlement_search_attributes(merchant_id, customer_id, subscription_id, test_clock_id)
         ),
+    )
+
+
+# ---- one-off payments -----------------------------------------------------------------------------------
+
+
+async def start_payment_workflow(
+    client: Client,
+    task_queue: str,
+    payment_id: str,
+    *,
+    merchant_id: str,
+    customer_id: str | None,
+    outcome: PaymentOutcome | None = None,
+) -> None:
+    """Start the payment's workflow unless it runs (the API after its commit, the reconciler); with
+    `outcome`, deliver it either way (signal-with-start: a payment whose workflow finished still gets a run
+    that answers it)."""
+    await client.start_workflow(
+        PaymentWorkflow.run,
+        PaymentInput(payment_id=payment_id),
+        id=payment_workflow_id(payment_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(payment_search_attributes(merchant_id, customer_id)),
+        start_signal="outcome" if outcome is not None else None,
+        start_signal_args=[outcome] if outcome is not None else [],
+    )
+
+
+async def send_one_off_payment_outcome(
+    client: Client, task_queue: str, payment_id: str, outcome: PaymentOutcome, *, merchant_id: str
+) -> None:
+    """The provider's outcome for a one-off payment (sandbox page, Stripe webhook): signal-with-start."""
+    await start_payment_workflow(
+        client, task_queue, payment_id, merchant_id=merchant_id, customer_id=None, outcome=outcome
     )
 
 

@@ -24,3 +24,7 @@ def source_installation_workflow_id(installation_id: str) -> str:
 
 def entitlement_workflow_id(entitlement_id: str) -> str:
     return f"entitlement-{entitlement_id}"
+
+
+def payment_workflow_id(payment_id: str) -> str:
+    return f"payment-{payment_id}"

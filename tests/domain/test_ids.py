@@ -39,6 +39,7 @@ EXPECTED_PREFIXES = [
     ("ledger_transaction", "txn"),
     ("entitlement", "com"),
     ("dispute", "disp"),
+    ("payment", "pay"),
 ]
 
 

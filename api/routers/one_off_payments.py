@@ -1,0 +1,304 @@
+"""One-off payments (behavior §12.2): `POST /v0/payments` (201 new, 200 the existing one for a repeated
+idempotencyKey), `GET /v0/payments`, `GET /v0/payments/{id}`, and the sandbox provider's hosted page
+`/pay/{id}` whose buttons send the outcome to the payment's workflow (`payment-<id>`), which records it:
+the API writes a payment once, at creation, and never its status.
+
+Decisions (docs/decisions.md, "One-off payments"): a customerId the merchant has no customer with is a 400
+on `customerId` (the create's typed errors are 400/401/403); line items must add up to the amount; the
+payment lives on the wall clock (no test clock); the link is `{ACCRUE_PUBLIC_BASE_URL}/pay/{id}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.service import RPCError
+
+from api.app_state import settings_of, temporal_client
+from api.deps import Context, Paging, Session
+from api.link_lifetime import link_expiry
+from api.pages import message_page
+from api.pages import one_off_payment as pages
+from api.pages.checkout import BANNER
+from api.problems import ApiError, invalid
+from api.schemas.one_off_payments import (
+    DEFAULT_EXPIRES_IN,
+    MAX_EXPIRES_IN,
+    PaymentCreate,
+    PaymentOut,
+    PaymentStatus,
+)
+from api.wire import ListResponse, list_envelope
+from db import payments as rows
+from db.models import Customer, Organization, Payment
+from domain.ids import has_prefix, new_id
+from domain.status import PAYMENT_OPEN
+from workflows.client import send_one_off_payment_outcome, start_payment_workflow
+from workflows.payment_messages import PaymentOutcome
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v0/payments", tags=["payments"])
+page_router = APIRouter(include_in_schema=False)
+
+START_TIMEOUT_SECONDS = 5.0  # the row is committed; an unreachable Temporal is healed by the reconciler
+RECORD_TIMEOUT_SECONDS = 10.0
+
+
+# ---- merchant API ---------------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, response_model=PaymentOut)
+async def create_payment(
+    body: PaymentCreate, ctx: Context, request: Request, response: Response
+) -> PaymentOut:
+    merchant_id, environment = ctx.caller.merchant_id, ctx.caller.environment
+    if body.merchant_id is not None:
+        ctx.caller.require_merchant(body.merchant_id)
+    if body.idempotency_key is not None:
+        existing = await rows.by_idempotency_key(ctx.session, merchant_id, environment, body.idempotency_key)
+        if existing is not None:
+            response.status_code = 200
+            return PaymentOut.of(existing)
+    if body.save_payment_method and body.customer_id is None:
+        raise invalid(
+            "savePaymentMethod",
+            "requires customerId: a saved payment method belongs to a customer",
+            "required",
+        )
+    if body.line_items and body.line_total() != Decimal(body.amount):
+        raise invalid(
+            "lineItems",
+            f"add up to {body.line_total():.2f} (Σ amount × quantity), not the amount {body.amount}",
+            "sum_mismatch",
+        )
+    if body.customer_id is not None:
+        customer = await ctx.session.get(Customer, body.customer_id)
+        if customer is None or customer.merchant_id != merchant_id or customer.environment != environment:
+            raise invalid(
+                "customerId", f"no customer {body.customer_id!r} belongs to this merchant", "not_found"
+            )
+    now = datetime.now(UTC)
+    try:
+        expires_at = link_expiry(body.expires_in, now, default=DEFAULT_EXPIRES_IN, maximum=MAX_EXPIRES_IN)
+    except OverflowError:
+        raise invalid("expiresIn", f"{body.expires_in!r} is out of range") from None
+    payment_id = new_id("payment")
+    row = Payment(
+        id=payment_id,
+        merchant_id=merchant_id,
+        environment=environment,
+        customer_id=body.customer_id,
+        status="pending",
+        amount=Decimal(body.amount),
+        currency=body.currency,
+        idempotency_key=body.idempotency_key,
+        reference=body.reference,
+        payment_metadata=body.metadata,
+        line_items=[i.model_dump() for i in body.line_items] if body.line_items is not None else None,
+        success_redirect_url=body.success_redirect_url,
+        failure_redirect_url=body.failure_redirect_url,
+        save_payment_method=body.save_payment_method,
+        provider="sandbox",
+        payment_url=f"{settings_of(request).base_url}/pay/{payment_id}",
+        expires_at=expires_at,
+    )
+    ctx.session.add(row)
+    try:
+        await ctx.session.commit()
+    except IntegrityError:
+        # Another request with the same idempotencyKey committed first: answer with its payment.
+        await ctx.session.rollback()
+        assert body.idempotency_key is not None
+        existing = await rows.by_idempotency_key(ctx.session, merchant_id, environment, body.idempotency_key)
+        if existing is None:
+            raise
+        response.status_code = 200
+        return PaymentOut.of(existing)
+    await ctx.session.refresh(row)
+    await _start(request, row)
+    return PaymentOut.of(row)
+
+
+async def _start(request: Request, row: Payment) -> None:
+    """Start the expiry timer after the commit, idempotently; if Temporal cannot be reached, the payment
+    stands and the reconciler starts the workflow of every open payment missing one."""
+    try:
+        client = await asyncio.wait_for(temporal_client(request.app), START_TIMEOUT_SECONDS)
+        await asyncio.wait_for(
+            start_payment_workflow(
+                client,
+                settings_of(request).task_queue,
+                row.id,
+                merchant_id=row.merchant_id,
+                customer_id=row.customer_id,
+            ),
+            START_TIMEOUT_SECONDS,
+        )
+    except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
+        log.warning("payment %s: workflow not started (%s); the reconciler starts it", row.id, exc)
+
+
+@router.get("", response_model=ListResponse[PaymentOut])
+async def list_payments(
+    ctx: Context,
+    page: Paging,
+    merchant_id: Annotated[str | None, Query(alias="merchantId", max_length=64)] = None,
+    status: Annotated[PaymentStatus | None, Query()] = None,
+    customer_id: Annotated[str | None, Query(alias="customerId", max_length=64)] = None,
+) -> ListResponse[PaymentOut]:
+    """Newest first. A customerId the merchant has no customer with matches nothing (an empty page)."""
+    if merchant_id is not None:
+        ctx.caller.require_merchant(merchant_id)
+    where = rows.PaymentFilter(ctx.caller.merchant_id, ctx.caller.environment, customer_id, status)
+    found, total = await rows.list_payments(ctx.session, where, limit=page.limit, offset=page.offset)
+    return list_envelope([PaymentOut.of(r) for r in found], page, total)
+
+
+@router.get("/{id}", response_model=PaymentOut)
+async def get_payment(id: str, ctx: Context) -> PaymentOut:
+    row = await rows.get(ctx.session, ctx.caller.merchant_id, ctx.caller.environment, id)
+    if row is None:
+        raise ApiError(404, f"Payment {id!r} was not found")
+    return PaymentOut.of(row)
+
+
+# ---- hosted page (sandbox provider) ---------------------------------------------------------------------
+
+
+def status_now(row: Payment, now: datetime) -> str:
+    """The payment's status as the payer sees it: past expiresAt it is expired even before the workflow
+    has recorded that, so a payment can never slip in after it."""
+    if row.status in PAYMENT_OPEN and row.expires_at <= now:
+        return "expired"
+    return row.status
+
+
+async def _load(session: AsyncSession, payment_id: str) -> Payment | None:
+    if not has_prefix(payment_id, "payment"):
+        return None
+    return await session.get(Payment, payment_id)
+
+
+async def _view(session: AsyncSession, row: Payment) -> pages.PaymentView:
+    merchant = await session.get(Organization, row.merchant_id)
+    lines = [
+        pages.PaymentLine(str(i["description"]), Decimal(str(i["amount"])), int(i.get("quantity", 1)))
+        for i in (row.line_items or [])
+    ]
+    return pages.PaymentView(
+        payment_id=row.id,
+        merchant_name=merchant.name if merchant is not None else "the merchant",
+        amount=row.amount,
+        currency=row.currency,
+        reference=row.reference,
+        lines=lines,
+        expires_at=row.expires_at,
+        declined_before=row.declined_at is not None,
+    )
+
+
+async def _ended(session: AsyncSession, row: Payment, status: str) -> HTMLResponse:
+    if status == "completed":
+        return pages.paid_page(await _view(session, row))
+    if status == "expired":
+        return pages.expired_page()
+    return pages.cancelled_page()
+
+
+def _refused(row: Payment) -> HTMLResponse | None:
+    """The sandbox page takes test payments only."""
+    if row.environment != "sandbox":
+        return pages.live_page()
+    return None
+
+
+@page_router.get("/pay/{id}", response_class=HTMLResponse)
+async def payment_page(id: str, session: Session) -> HTMLResponse:
+    row = await _load(session, id)
+    if row is None:
+        return pages.missing_page()
+    if (refused := _refused(row)) is not None:
+        return refused
+    status = status_now(row, datetime.now(UTC))
+    if status not in PAYMENT_OPEN:
+        return await _ended(session, row, status)
+    return pages.payment_page(await _view(session, row))
+
+
+@page_router.get("/pay/{id}/done", response_class=HTMLResponse)
+async def payment_done(id: str, session: Session) -> HTMLResponse:
+    """Where the buttons land without a redirect URL: what became of the payment."""
+    row = await _load(session, id)
+    if row is None:
+        return pages.missing_page()
+    if (refused := _refused(row)) is not None:
+        return refused
+    status = status_now(row, datetime.now(UTC))
+    if status not in PAYMENT_OPEN:
+        return await _ended(session, row, status)
+    view = await _view(session, row)
+    return pages.declined_page(view) if row.declined_at is not None else pages.processing_page(view)
+
+
+@page_router.post("/pay/{id}/complete")
+async def payment_complete(id: str, request: Request, session: Session) -> Response:
+    return await _outcome(id, request, session, succeeded=True)
+
+
+@page_router.post("/pay/{id}/decline")
+async def payment_decline(id: str, request: Request, session: Session) -> Response:
+    return await _outcome(id, request, session, succeeded=False)
+
+
+async def _outcome(id: str, request: Request, session: AsyncSession, *, succeeded: bool) -> Response:
+    row = await _load(session, id)
+    if row is None:
+        return pages.missing_page()
+    if (refused := _refused(row)) is not None:
+        return refused
+    status = status_now(row, datetime.now(UTC))
+    if status not in PAYMENT_OPEN:
+        return await _ended(session, row, status)
+    done = f"/pay/{row.id}/done"
+    success, failure = row.success_redirect_url or done, row.failure_redirect_url or done
+    before = (row.status, row.declined_at)
+    await session.commit()  # end the read transaction (the row stays loaded) while the workflow writes
+    message = PaymentOutcome(payment_id=row.id, outcome="completed" if succeeded else "declined")
+    try:
+        client = await temporal_client(request.app)
+        await send_one_off_payment_outcome(
+            client, settings_of(request).task_queue, row.id, message, merchant_id=row.merchant_id
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        text = f"Could not reach the payment's workflow ({exc}); nothing was recorded, try again."
+        return message_page("The payment could not be sent", text, 503, banner=BANNER)
+    after = await _recorded(request.app, row.id, before)
+    if after is not None and succeeded and after.status == "completed":
+        return RedirectResponse(success, status_code=303)
+    if after is not None and not succeeded and after.declined_at is not None:
+        return RedirectResponse(failure, status_code=303)
+    return RedirectResponse(done, status_code=303)
+
+
+async def _recorded(app: FastAPI, payment_id: str, before: tuple[str, datetime | None]) -> Payment | None:
+    """The payment once the workflow has recorded the outcome (status or declinedAt changed); None on
+    timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_TIMEOUT_SECONDS
+    while True:
+        async with app.state.sessions() as session:
+            found: Payment | None = await session.get(Payment, payment_id)
+        if found is not None and (found.status, found.declined_at) != before:
+            return found
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(0.1)
