@@ -24,6 +24,7 @@ from workflows.client import send_payment_completed
 from workflows.entitlement import EntitlementWorkflow
 from workflows.ids import subscription_workflow_id
 from workflows.ids import test_clock_workflow_id as clock_workflow_id
+from workflows.payment import PaymentWorkflow
 from workflows.source_installation import SourceInstallationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import PaymentCompleted
@@ -142,6 +143,7 @@ RECORDED_ELSEWHERE = {
     "source-installation",  # tests/workflows/test_source_installation.py
     "entitlement-timer",  # tests/workflows/test_entitlement.py
     "entitlement-clock",  # tests/workflows/test_entitlement.py
+    "payment-expiry",  # tests/workflows/test_payment_workflow.py
 }
 
 
@@ -169,6 +171,7 @@ async def replay(histories: list[WorkflowHistory]) -> None:
             WebhookRelayWorkflow,
             SourceInstallationWorkflow,
             EntitlementWorkflow,
+            PaymentWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )
