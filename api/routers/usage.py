@@ -7,6 +7,7 @@ response built as a dict), because it is as hot as meter event ingestion.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -64,24 +65,42 @@ async def stop(app: FastAPI) -> None:
 
 class _Callers:
     """API keys that authenticated in the last second, so the hot create path does not look its key up per
-    event (only successes are kept: a revoked key stops working within a second)."""
+    event (only successes are kept: a revoked key stops working within a second). Concurrent requests with
+    the same key share one lookup: at each expiry every request in flight would otherwise look it up."""
 
     def __init__(self, ttl: float = 1.0) -> None:
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Caller]] = {}
+        self._lookups: dict[str, asyncio.Future[Caller]] = {}
 
     async def caller(self, request: Request) -> Caller:
         header = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"authorization"), "")
         hit = self._entries.get(header)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        started = time.monotonic()
-        async with request.app.state.sessions() as session:
-            caller = await authenticate(request, session)
-        if len(self._entries) > 10_000:
-            self._entries = {k: v for k, v in self._entries.items() if v[0] > started}
-        self._entries[header] = (started + self._ttl, caller)
-        return caller
+        lookup = self._lookups.get(header)
+        if lookup is not None:
+            return await asyncio.shield(lookup)
+        lookup = asyncio.get_running_loop().create_future()
+        self._lookups[header] = lookup
+        try:
+            started = time.monotonic()
+            async with request.app.state.sessions() as session:
+                caller = await authenticate(request, session)
+            if len(self._entries) > 10_000:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > started}
+            self._entries[header] = (started + self._ttl, caller)
+            lookup.set_result(caller)
+            return caller
+        except asyncio.CancelledError:
+            lookup.cancel()
+            raise
+        except Exception as exc:
+            lookup.set_exception(exc)
+            lookup.exception()  # retrieved: a 401 nobody else awaited is not an unhandled error
+            raise
+        finally:
+            del self._lookups[header]
 
 
 async def usage_caller(request: Request) -> Caller:
