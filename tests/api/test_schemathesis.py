@@ -86,6 +86,7 @@ RESOURCES = {
     "/v0/sourceRules/": "ruleId",
     "/v0/disputes/": "disputeId",
     "/v0/entitlements/": "entitlementId",
+    "/v0/payments/": "paymentId",
 }
 
 
@@ -109,6 +110,7 @@ async def _seed(factory: Factory) -> dict[str, str]:
         **(await _seed_sources(factory, plan, subscription)),
         **(await _seed_disputes(factory, plan, subscription)),
         **(await _seed_entitlements(factory, plan, subscription)),
+        **(await _seed_payments(factory, customer.id)),
     }
 
 
@@ -214,6 +216,21 @@ async def _seed_entitlements(factory: Factory, plan: Plan, subscription: Subscri
         )  # fmt: skip
         await session.commit()
     return {"entitlementId": row.id}
+
+
+async def _seed_payments(factory: Factory, customer_id: str) -> dict[str, str]:
+    """A pending one-off payment of the seeded customer (GET /v0/payments/{id}); its idempotency key lets a
+    generated create replay it (200)."""
+    from db.models import Payment
+
+    payment_id = new_id("payment")
+    row = Payment(
+        id=payment_id, customer_id=customer_id, status="pending", amount=Decimal("10.00"), currency="USD",
+        idempotency_key="payment-seed", payment_url=f"http://accrue.test/pay/{payment_id}",
+        expires_at=datetime.now(UTC) + timedelta(days=30), **factory.tenant,
+    )  # fmt: skip
+    await factory.add(row)
+    return {"paymentId": payment_id}
 
 
 def _point_at_seeds(case: Case, seeds: dict[str, str]) -> None:
