@@ -241,7 +241,7 @@ def _payment(**changes: Any) -> dict[str, Any]:
         "amount": "250.00",
         "currency": "USD",
         "status": "completed",
-        "paymentUrl": "https://billing.example.com/checkout/ps_8Nm0Op2Qr4St6Uv8Wx0Yz2Ab",
+        "paymentUrl": "https://billing.example.com/pay/pay_0Xy2Za4Bc6De8Fg0Hi2Jk4Lm",
         "customerId": _CUSTOMER,
         "idempotencyKey": "order-1042",
         "reference": "Order #1042",

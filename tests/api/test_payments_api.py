@@ -380,3 +380,13 @@ async def test_revenue_counts_payments_by_status(
     sub = await f.subscription(customer=customer)
     by_sub = (await aclient.get("/v0/revenue", params=params | {"subscriptionIds": [sub.id]})).json()
     assert by_sub["payments"]["completedCount"] == 0 and by_sub["netRevenue"] == "0.00"
+
+
+async def test_the_webhook_catalog_example_has_the_payment_shape(aclient: httpx.AsyncClient) -> None:
+    from domain.webhook_events import EVENT_TYPES
+
+    got = await create(aclient)
+    for name in ("payment.completed.v0", "payment.expired.v0"):
+        example = EVENT_TYPES[name].example
+        assert set(example) == set(got), name
+        assert example["id"].startswith("pay_") and example["paymentUrl"].endswith(f"/pay/{example['id']}")
