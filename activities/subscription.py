@@ -290,7 +290,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 ],
                 workflow_version=WORKFLOW_VERSION,
             )
-        state.payment_check_at = await self._payment_check(sub.id, opening)
+        state.payment_check_in = await self._payment_check(sub.id, opening)
         return state
 
     @activity.defn
@@ -315,7 +315,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 else None,
             )
         opening = payment.id if payment is not None and created.activation_deadline is not None else None
-        created.payment_check_at = await self._payment_check(request.subscription_id, opening)
+        created.payment_check_in = await self._payment_check(request.subscription_id, opening)
         return created
 
     async def _write_invoice0(self, session: AsyncSession, sub: Subscription) -> Invoice:
@@ -453,7 +453,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     and not (invoice.metadata_ or {}).get(CHARGES)
                 )
             if invoice.payment_session_id and invoice.status in status.INVOICE_PAYABLE:
-                outcome.payment_check_at = await self._payment_check(sub.id, invoice.payment_session_id)
+                outcome.payment_check_in = await self._payment_check(sub.id, invoice.payment_session_id)
             return outcome
         except (DBAPIError, ArithmeticError) as exc:
             if not _no_retry_fixes(exc):
@@ -835,7 +835,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
 
     # ---- payments at a provider (issue 11: integrations/payments/sessions.py) --------------------------
 
-    async def _payment_check(self, subscription_id: str, opening: str | None) -> datetime | None:
+    async def _payment_check(self, subscription_id: str, opening: str | None) -> timedelta | None:
         """Open the payment of the checkout `opening` at its provider (nothing for the sandbox), after the
         checkout's commit and outside any row lock; when the workflow should ask the provider about the
         subscription's open payments (None: nothing open at a provider, as always with the sandbox)."""
@@ -846,7 +846,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         if opening is not None:
             opened = await open_payment(self.sessions, choice, opening, self.base_url)
             if opened.provider != "sandbox":
-                return choice.next_check(now, now)
+                return choice.check_in(now, now)
         async with self.sessions() as session:
             open_at_provider = await session.scalar(
                 select(PaymentSession.id)
@@ -858,7 +858,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 )
                 .limit(1)
             )
-        return choice.next_check(now, now) if open_at_provider is not None else None
+        return choice.check_in(now, now) if open_at_provider is not None else None
 
     @activity.defn
     async def reconcile_payments(self, request: ReconcilePayments) -> PaymentsReconciled:
@@ -884,7 +884,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                 for o in outcomes
                 if not o.succeeded
             ],
-            next_check_at=next_check,
+            next_check_in=next_check,
         )
 
     def all(self) -> list[Callable[..., Any]]:

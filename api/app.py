@@ -44,6 +44,8 @@ from api.routers import (
     source_review_page,
     source_rules,
     sources,
+    stripe_checkout,
+    stripe_webhooks,
     subscriptions,
     test_clocks,
     topups,
@@ -78,6 +80,7 @@ ROUTERS = [
     test_clocks.router,
     payments.router,
     one_off_payments.router,
+    stripe_webhooks.router,  # POST /v0/stripe/webhooks (Stripe-Signature, no API key)
     revenue.router,
     disputes.router,
     webhooks.router,
@@ -89,6 +92,7 @@ ROUTERS = [
     # HTML pages for payers, customers and merchants (no API key): hosted checkout, the customer portal and
     # the webhook portal.
     payments.page_router,
+    stripe_checkout.router,  # the Stripe checkout page's card routes
     one_off_payments.page_router,
     portal.page_router,
     portal_sources.page_router,

@@ -75,6 +75,7 @@ from workflows.subscription_messages import (
     PaymentCompleted,
     PaymentDeclined,
     SubscriptionInput,
+    WatchPayments,
 )
 from workflows.test_clock import AdvanceClock, ClockAdvanceResult, TestClockInput, TestClockWorkflow
 from workflows.webhook_endpoint import WebhookEndpointWorkflow
@@ -140,6 +141,13 @@ async def send_payment_declined(
     client: Client, task_queue: str, subscription_id: str, message: PaymentDeclined
 ) -> None:
     await start_subscription_workflow(client, task_queue, subscription_id, "payment_declined", message)
+
+
+async def send_watch_payments(
+    client: Client, task_queue: str, subscription_id: str, message: WatchPayments
+) -> None:
+    """Issue 11: a payment of the subscription was opened at a provider outside its workflow (the page)."""
+    await start_subscription_workflow(client, task_queue, subscription_id, "watch_payments", message)
 
 
 # ---- webhooks --------------------------------------------------------------------------------------------

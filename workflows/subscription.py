@@ -108,9 +108,9 @@ class SubscriptionWorkflow:
 
     @workflow.signal
     def watch_payments(self, message: WatchPayments) -> None:
-        """Issue 11: a payment of this subscription is open at a provider: ask it by `check_at`."""
+        """Issue 11: a payment of this subscription is open at a provider: ask it within `check_in`."""
         if self.state is not None:
-            self._watch(message.check_at)
+            self._watch(message.check_in)
             self.woken = True
 
     @workflow.update
@@ -185,6 +185,8 @@ class SubscriptionWorkflow:
             )
             if self.state.workflow_version >= 3 and self.state.needs_invoice0:
                 await self._create_invoice0()
+            self._watch(self.state.payment_check_in)
+            self.state.payment_check_in = None
             self._publish(unless_started_with=True)
         elif self.state.workflow_version < 1 and not workflow.patched(INHERIT_SEARCH_ATTRIBUTES):
             # Runs recorded before version 1 re-upserted the unchanged attributes after continue-as-new.
@@ -299,7 +301,7 @@ class SubscriptionWorkflow:
         )
         state.status, state.activation_deadline = created.status, created.activation_deadline
         state.needs_invoice0 = False
-        self._watch(created.payment_check_at)
+        self._watch(created.payment_check_in)
 
     async def _process(self, due: Due) -> None:
         state = self._state()
@@ -348,7 +350,7 @@ class SubscriptionWorkflow:
             CALCULATION,
         )
         state.pending_closes = [c for c in state.pending_closes if c.sequence_number != due.sequence_number]
-        self._watch(outcome.payment_check_at)
+        self._watch(outcome.payment_check_in)
         if outcome.status == "FAILED":
             # No retry can fix it (activities/subscription.py marked the invoice): billing goes on, and the
             # Temporal UI says which invoice needs an operator.
@@ -437,10 +439,13 @@ class SubscriptionWorkflow:
 
     # ---- payments at a provider (issue 11) ------------------------------------------------------------
 
-    def _watch(self, check_at: datetime | None) -> None:
-        """Ask the provider by `check_at` (keeps an earlier check)."""
+    def _watch(self, check_in: timedelta | None) -> None:
+        """Ask the provider within `check_in` of now, workflow time (keeps an earlier check)."""
         state = self._state()
-        if check_at is not None and (state.payment_check_at is None or check_at < state.payment_check_at):
+        if check_in is None:
+            return
+        check_at = workflow.now() + check_in
+        if state.payment_check_at is None or check_at < state.payment_check_at:
             state.payment_check_at = check_at
 
     def _payment_check_due(self) -> bool:
@@ -456,7 +461,8 @@ class SubscriptionWorkflow:
                 ReconcilePayments(subscription_id=state.subscription_id),
                 "ask the payment provider about open payments",
             )
-        state.payment_check_at = found.next_check_at
+        state.payment_check_at = None
+        self._watch(found.next_check_in)
         for completed in found.completed:
             self.payments.append((True, completed))
         for declined in found.declined:

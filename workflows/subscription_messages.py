@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
@@ -70,9 +70,11 @@ class SubscriptionState(BaseModel):
     attention: list[str] = []  # invoices that FAILED and need an operator (shown in the current details)
     dunning: list[Dunning] = []  # version 5: autoCharge invoices awaiting a charge or a retry
     # Issue 11: when to ask the payment provider about this subscription's open payments (a Stripe
-    # PaymentIntent whose webhook has not come): None while nothing is open at a provider. Set from activity
-    # results and the watch_payments signal, so runs without provider payments never start this timer.
+    # PaymentIntent whose webhook has not come), in workflow time: None while nothing is open at a provider.
+    # Set by the workflow from activity results (`payment_check_in`: load_subscription_state's, Invoice 0's,
+    # a finalized invoice's) and the watch_payments signal, so runs without provider payments never start it.
     payment_check_at: datetime | None = None
+    payment_check_in: timedelta | None = None  # load_subscription_state: ask the provider this soon
 
 
 class PaymentCompleted(BaseModel):
@@ -141,7 +143,7 @@ class Invoice0Created(BaseModel):
     invoice_id: str
     status: SubscriptionStatus  # active when Invoice 0 was free
     activation_deadline: datetime | None  # when its checkout expires unpaid
-    payment_check_at: datetime | None = None  # its payment is at a provider: ask it then (issue 11)
+    payment_check_in: timedelta | None = None  # its payment is at a provider: ask it this soon (issue 11)
 
 
 class OpenPeriod(BaseModel):
@@ -179,7 +181,7 @@ class InvoiceOutcome(BaseModel):
     status: InvoiceStatus
     grand_total: str
     failure: str | None = None  # why the invoice is FAILED
-    payment_check_at: datetime | None = None  # its checkout's payment is at a provider: ask it then
+    payment_check_in: timedelta | None = None  # its checkout's payment is at a provider: ask this soon
     charge: bool = False  # ISSUED with something to collect on an autoCharge subscription: charge it
 
 
@@ -236,10 +238,10 @@ class Terminated(BaseModel):
 
 class WatchPayments(BaseModel):
     """Signal (issue 11): a payment of this subscription was opened at a provider outside the workflow's
-    activities (the hosted page, for a top-up invoice): ask the provider about it at `check_at` unless the
-    workflow already asks sooner."""
+    activities (the hosted page, for a top-up invoice): ask the provider about it within `check_in` unless
+    the workflow already asks sooner."""
 
-    check_at: datetime
+    check_in: timedelta
 
 
 class ReconcilePayments(BaseModel):
@@ -252,7 +254,7 @@ class PaymentsReconciled(BaseModel):
 
     completed: list[PaymentCompleted] = []
     declined: list[PaymentDeclined] = []
-    next_check_at: datetime | None = None
+    next_check_in: timedelta | None = None
 
 
 SubscriptionInput.model_rebuild()

@@ -9,7 +9,6 @@ the page's only credential, as with a hosted card-processor checkout.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,15 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
+from api import stripe_checkout
 from api.app_state import settings_of, temporal_client
-from api.checkout import PAYABLE, Checkout
+from api.checkout import PAYABLE, Checkout, load_checkout
 from api.deps import Context, Ctx, Session
 from api.pages import checkout as pages
 from api.pages import message_page
 from api.problems import ApiError, conflict, forbidden
 from api.schemas.payments import PaymentSessionOut
-from db.models import Invoice, LineItem, Organization, PaymentSession, Subscription, TestClock
-from domain.ids import has_prefix
+from db.models import LineItem, PaymentSession
 from workflows.client import send_payment_completed, send_payment_declined
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
@@ -33,23 +32,6 @@ router = APIRouter(prefix="/v0/paymentSessions", tags=["payment sessions"])
 page_router = APIRouter(include_in_schema=False)
 
 RECORD_TIMEOUT_SECONDS = 10.0
-
-
-async def load_checkout(session: AsyncSession, payment_session_id: str) -> Checkout | None:
-    if not has_prefix(payment_session_id, "payment_session"):
-        return None
-    payment = await session.get(PaymentSession, payment_session_id)
-    if payment is None:
-        return None
-    invoice = await session.get_one(Invoice, payment.invoice_id)
-    subscription = await session.get_one(Subscription, payment.subscription_id)
-    merchant = await session.get_one(Organization, payment.merchant_id)
-    now = datetime.now(UTC)
-    if subscription.test_clock_id is not None:
-        clock = await session.get(TestClock, subscription.test_clock_id)
-        if clock is not None:
-            now = clock.current_time
-    return Checkout(payment, invoice, subscription, merchant.name, now)
 
 
 async def send(app: FastAPI, task_queue: str, checkout: Checkout, succeeded: bool) -> None:
@@ -124,6 +106,12 @@ async def decline_payment_session(id: str, ctx: Context, request: Request) -> Pa
 async def _api_outcome(id: str, ctx: Ctx, request: Request, *, succeeded: bool) -> PaymentSessionOut:
     _sandbox_only(ctx)
     checkout = await _owned_checkout(ctx, id)
+    if stripe_checkout.at_stripe(settings_of(request), checkout.payment):
+        raise conflict(
+            f"Payment session {id} is collected through Stripe: the payer pays by card on its checkout page "
+            "(test cards in the sandbox), and Stripe's confirmation records it",
+            details={"provider": "stripe"},
+        )
     status = checkout.status
     verb, allowed = ("completed", "an open or declined") if succeeded else ("declined", "an open")
     if status not in PAYABLE or (not succeeded and status == "declined"):
@@ -190,10 +178,12 @@ async def _ended(session: AsyncSession, checkout: Checkout) -> HTMLResponse:
 
 
 @page_router.get("/checkout/{id}", response_class=HTMLResponse)
-async def checkout_page(id: str, session: Session) -> HTMLResponse:
+async def checkout_page(id: str, request: Request, session: Session) -> HTMLResponse:
     checkout = await load_checkout(session, id)
     if checkout is None:
         return pages.missing_page()
+    if stripe_checkout.at_stripe(settings_of(request), checkout.payment):
+        return await stripe_checkout.page(request, session, checkout)
     if checkout.live:
         return pages.live_page()
     if checkout.status not in PAYABLE:
@@ -202,11 +192,13 @@ async def checkout_page(id: str, session: Session) -> HTMLResponse:
 
 
 @page_router.get("/checkout/{id}/done", response_class=HTMLResponse)
-async def checkout_done(id: str, session: Session) -> HTMLResponse:
+async def checkout_done(id: str, request: Request, session: Session) -> HTMLResponse:
     """Where the buttons land without a redirect URL: what became of the payment."""
     checkout = await load_checkout(session, id)
     if checkout is None:
         return pages.missing_page()
+    if stripe_checkout.at_stripe(settings_of(request), checkout.payment):
+        return await stripe_checkout.done(request, session, checkout)
     if checkout.live:
         return pages.live_page()
     if checkout.status not in PAYABLE:
@@ -229,6 +221,8 @@ async def _page_outcome(id: str, request: Request, session: AsyncSession, *, suc
     checkout = await load_checkout(session, id)
     if checkout is None:
         return pages.missing_page()
+    if stripe_checkout.at_stripe(settings_of(request), checkout.payment):
+        return stripe_checkout.pages.wrong_buttons_page(checkout.live)
     if checkout.live:
         return pages.live_page()
     status = checkout.status

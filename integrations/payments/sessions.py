@@ -67,11 +67,12 @@ class ProviderChoice:
             return SandboxProvider()
         return provider_named(self.settings, name, environment)
 
-    def next_check(self, now: datetime, opened_at: datetime) -> datetime:
+    def check_in(self, now: datetime, opened_at: datetime) -> timedelta:
+        """How soon to ask the provider again about a payment opened at `opened_at`."""
         interval = self.reconcile_interval
         if now - opened_at >= SLOW_AFTER:
             interval = max(interval, SLOW_INTERVAL)
-        return now + interval
+        return interval
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,10 @@ async def reconcile_subscription(
     subscription_id: str,
     base_url: str,
     now: datetime,
-) -> tuple[list[Reconciled], datetime | None]:
+) -> tuple[list[Reconciled], timedelta | None]:
     """Ask the provider about every payable session of the subscription at a provider: the outcomes to
-    record (a success, or a decline not recorded yet), and when to look again (None: nothing left open at
-    a provider). A session whose payment was never opened (the provider failed) is opened now."""
+    record (a success, or a decline not recorded yet), and how soon to look again (None: nothing left
+    open at a provider). A session whose payment was never opened (the provider failed) is opened now."""
     async with sessions() as session:
         rows = list(
             await session.scalars(
@@ -229,7 +230,7 @@ async def reconcile_subscription(
             )
         )
     outcomes: list[Reconciled] = []
-    next_check: datetime | None = None
+    next_check: timedelta | None = None
     for row in rows:
         reference, provider_name = row.provider_reference, row.provider
         if reference is None:
@@ -237,7 +238,7 @@ async def reconcile_subscription(
             if opened.provider == "sandbox":
                 continue
             if opened.reference is None:  # the provider failed again: try again next time
-                next_check = _earliest(next_check, choice.next_check(now, row.created_at))
+                next_check = _earliest(next_check, choice.check_in(now, row.created_at))
                 continue
             reference, provider_name = opened.reference, opened.provider
         if provider_name == "sandbox":
@@ -248,7 +249,7 @@ async def reconcile_subscription(
             log.warning(
                 "payment session %s: could not ask %s about %s: %s", row.id, provider_name, reference, exc
             )
-            next_check = _earliest(next_check, choice.next_check(now, row.created_at))
+            next_check = _earliest(next_check, choice.check_in(now, row.created_at))
             continue
         if state.status == PaymentStatus.SUCCEEDED:
             outcomes.append(
@@ -259,11 +260,11 @@ async def reconcile_subscription(
         else:
             if state.status == PaymentStatus.FAILED and row.status == "open":
                 outcomes.append(Reconciled(row.id, row.invoice_id, succeeded=False))
-            next_check = _earliest(next_check, choice.next_check(now, row.created_at))
+            next_check = _earliest(next_check, choice.check_in(now, row.created_at))
     return outcomes, next_check
 
 
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+def _earliest(a: timedelta | None, b: timedelta | None) -> timedelta | None:
     if a is None:
         return b
     if b is None:
