@@ -99,7 +99,9 @@ def build_worker(
         engine, StripeRevenue(stripe_api_base), SecretBox(secret_key)
     )
     entitlement_activities = EntitlementActivities(engine)
-    payment_activities = PaymentActivities(engine)
+    payment_activities = PaymentActivities(
+        engine, partial(provider_named, payment_settings) if payment_settings is not None else None
+    )
     return Worker(
         client,
         task_queue=task_queue,

@@ -8,7 +8,7 @@ transaction: payment.completed.v0 and payment.expired.v0, whose `data` is GET /v
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -21,10 +21,12 @@ from db import payments as rows
 from db.models import Payment
 from db.session import session_factory
 from domain import status as machine
+from integrations.payments.base import PaymentProvider, PaymentStatus, ProviderError, ProviderUnavailable
 from workflows.payment_messages import (
     CheckProvider,
     ExpirePayment,
     LoadPayment,
+    Outcome,
     PaymentActivityDefs,
     PaymentState,
     ProviderCheck,
@@ -32,9 +34,15 @@ from workflows.payment_messages import (
     RecordOutcome,
 )
 
-# Asks the payment's provider what became of it (None: nothing new). The sandbox has nothing to ask: its
-# outcomes come from its own page. Set by the worker once a provider with an API (Stripe) is configured.
-ProviderLookup = Callable[[Payment], Awaitable[str | None]]
+# The provider a stored payment was made with, for its environment (partial(integrations.payments.
+# provider_named, settings)); None: every payment is the sandbox's, which has nothing to ask.
+ProviderNamed = Callable[[str, str], PaymentProvider]
+# What the provider's status means for the payment (what the reconcile signals, as a webhook would).
+OUTCOMES: dict[PaymentStatus, Outcome] = {
+    PaymentStatus.SUCCEEDED: "completed",
+    PaymentStatus.PROCESSING: "processing",
+    PaymentStatus.FAILED: "declined",
+}
 
 
 def _not_found(payment_id: str) -> ApplicationError:
@@ -47,9 +55,9 @@ def payment_data(row: Payment) -> dict[str, Any]:
 
 
 class PaymentActivities(PaymentActivityDefs):
-    def __init__(self, engine: AsyncEngine, provider_lookup: ProviderLookup | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, provider_named: ProviderNamed | None = None) -> None:
         self.sessions = session_factory(engine)
-        self.provider_lookup = provider_lookup
+        self.provider_named = provider_named
 
     async def _locked(self, session: AsyncSession, payment_id: str) -> Payment:
         row = await rows.lock(session, payment_id)
@@ -126,12 +134,22 @@ class PaymentActivities(PaymentActivityDefs):
             row = await session.get(Payment, request.payment_id)
             if row is None:
                 raise _not_found(request.payment_id)
-        if self.provider_lookup is None or row.status not in machine.PAYMENT_OPEN:
+        if (
+            self.provider_named is None
+            or row.provider == "sandbox"
+            or row.provider_reference is None
+            or row.status not in machine.PAYMENT_OPEN
+        ):
             return ProviderCheck()
-        outcome = await self.provider_lookup(row)
-        if outcome not in ("processing", "completed", "declined"):
+        provider = self.provider_named(row.provider, row.environment)
+        try:
+            state = await provider.retrieve(row.provider_reference)
+        except ProviderUnavailable as exc:
+            raise ApplicationError(f"payment {row.id}: {exc}", type="ProviderUnavailable") from None
+        except ProviderError as exc:
+            activity.logger.warning("payment %s: the provider refused the lookup: %s", row.id, exc)
             return ProviderCheck()
-        return ProviderCheck.model_validate({"outcome": outcome})
+        return ProviderCheck(outcome=OUTCOMES.get(state.status))
 
     def all(self) -> list[Callable[..., Any]]:
         return [

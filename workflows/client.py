@@ -270,7 +270,7 @@ async def start_payment_workflow(
     task_queue: str,
     payment_id: str,
     *,
-    merchant_id: str,
+    merchant_id: str | None,
     customer_id: str | None,
     outcome: PaymentOutcome | None = None,
 ) -> None:
@@ -283,16 +283,24 @@ async def start_payment_workflow(
         id=payment_workflow_id(payment_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(payment_search_attributes(merchant_id, customer_id)),
+        search_attributes=TypedSearchAttributes(
+            payment_search_attributes(merchant_id, customer_id) if merchant_id else []
+        ),
         start_signal="outcome" if outcome is not None else None,
         start_signal_args=[outcome] if outcome is not None else [],
     )
 
 
 async def send_one_off_payment_outcome(
-    client: Client, task_queue: str, payment_id: str, outcome: PaymentOutcome, *, merchant_id: str
+    client: Client,
+    task_queue: str,
+    payment_id: str,
+    outcome: PaymentOutcome,
+    *,
+    merchant_id: str | None = None,
 ) -> None:
-    """The provider's outcome for a one-off payment (sandbox page, Stripe webhook): signal-with-start."""
+    """The provider's outcome for a one-off payment (sandbox page, Stripe webhook): signal-with-start. A
+    run it starts sets its search attributes when it loads the payment, so `merchant_id` may be unknown."""
     await start_payment_workflow(
         client, task_queue, payment_id, merchant_id=merchant_id, customer_id=None, outcome=outcome
     )

@@ -160,13 +160,18 @@ class PaymentWorkflow:
         """Ask the provider; what it reports goes through the same path as a signal."""
         state = self.state
         assert state is not None
-        checked = await workflow.execute_activity_method(
-            PaymentActivityDefs.check_payment_provider,
-            CheckProvider(payment_id=state.payment_id),
-            start_to_close_timeout=PROVIDER,
-            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["NotFound"]),
-            summary="ask the provider",
-        )
+        try:
+            checked = await workflow.execute_activity_method(
+                PaymentActivityDefs.check_payment_provider,
+                CheckProvider(payment_id=state.payment_id),
+                start_to_close_timeout=PROVIDER,
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["NotFound"]),
+                summary="ask the provider",
+            )
+        except ActivityError:
+            # The provider is unreachable for now: the next timer asks again (the webhook may come first).
+            self.note = "the provider could not be asked"
+            return
         if checked.outcome is not None and checked.outcome != "declined":
             self.outcomes.append(
                 PaymentOutcome(payment_id=state.payment_id, outcome=checked.outcome, source="reconcile")

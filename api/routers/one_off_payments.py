@@ -41,6 +41,8 @@ from db import payments as rows
 from db.models import Customer, Organization, Payment
 from domain.ids import has_prefix, new_id
 from domain.status import PAYMENT_OPEN
+from integrations.payments import provider_for
+from integrations.payments.base import CreatedPayment, PaymentOwner, PaymentRequest, ProviderError
 from workflows.client import send_one_off_payment_outcome, start_payment_workflow
 from workflows.payment_messages import PaymentOutcome
 
@@ -92,6 +94,7 @@ async def create_payment(
     except OverflowError:
         raise invalid("expiresIn", f"{body.expires_in!r} is out of range") from None
     payment_id = new_id("payment")
+    opened = await _open_at_provider(request, body, payment_id, merchant_id, environment)
     row = Payment(
         id=payment_id,
         merchant_id=merchant_id,
@@ -107,8 +110,9 @@ async def create_payment(
         success_redirect_url=body.success_redirect_url,
         failure_redirect_url=body.failure_redirect_url,
         save_payment_method=body.save_payment_method,
-        provider="sandbox",
-        payment_url=f"{settings_of(request).base_url}/pay/{payment_id}",
+        provider=opened.provider,
+        provider_reference=opened.reference if opened.provider != "sandbox" else None,
+        payment_url=opened.payment_url,
         expires_at=expires_at,
     )
     ctx.session.add(row)
@@ -126,6 +130,35 @@ async def create_payment(
     await ctx.session.refresh(row)
     await _start(request, row)
     return PaymentOut.of(row)
+
+
+async def _open_at_provider(
+    request: Request, body: PaymentCreate, payment_id: str, merchant_id: str, environment: str
+) -> CreatedPayment:
+    """The payment at its merchant's provider (integrations.payments.provider_for): the sandbox answers at
+    once; Stripe creates a PaymentIntent (idempotency key `<pay id>:create`) whose metadata names this
+    payment's workflow as its owner, so the Stripe webhook signals `payment-<id>`. Nothing is stored when
+    the provider cannot be reached (503: retry)."""
+    settings = settings_of(request)
+    page_url = f"{settings.base_url}/pay/{payment_id}"
+    payment = PaymentRequest(
+        our_id=payment_id,
+        merchant_id=merchant_id,
+        environment=environment,
+        amount=Decimal(body.amount),
+        currency=body.currency,
+        owner=PaymentOwner(kind="payment", id=payment_id),
+        description=body.reference or f"Payment {payment_id}",
+        page_url=page_url,
+        customer_id=body.customer_id,
+        save_payment_method=body.save_payment_method,
+        success_url=body.success_redirect_url,
+        failure_url=body.failure_redirect_url,
+    )
+    try:
+        return await provider_for(settings, merchant_id, environment).create_payment(payment)
+    except ProviderError as exc:
+        raise ApiError(503, f"The payment provider could not open the payment ({exc}); retry") from None
 
 
 async def _start(request: Request, row: Payment) -> None:
