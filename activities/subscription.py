@@ -54,6 +54,7 @@ from workflows.subscription_messages import (
     ChargeOutcome,
     ClosePeriod,
     CreateInvoice0,
+    Dunning,
     ExpireActivation,
     FinalizeInvoice,
     Invoice0Created,
@@ -289,6 +290,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
                     if i.status in status.INVOICE_AWAITING_FINALIZE
                 ],
                 workflow_version=WORKFLOW_VERSION,
+                dunning=self._open_dunning(sub, invoices),
             )
         state.payment_check_in = await self._payment_check(sub.id, opening)
         return state
@@ -628,6 +630,35 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         if known is None:
             return None
         return {"provider": known[0], "customer": known[1], "id": known[2]}
+
+    def _open_dunning(self, sub: Subscription, invoices: list[Invoice]) -> list[Dunning]:
+        """The charges a (re)started workflow still owes (a run restarted by the reconciler, or by hand):
+        issued autoCharge invoices not charged yet are due at their issue, failed ones at their next retry."""
+        if not sub.auto_charge:
+            return []
+        owed = []
+        for invoice in invoices:
+            if invoice.sequence_number <= 0 or invoice.status not in status.INVOICE_PAYABLE:
+                continue
+            charges: list[dict[str, Any]] = (invoice.metadata_ or {}).get(CHARGES, [])
+            if not charges:
+                if invoice.status != "ISSUED" or invoice.payment_session_id or invoice.grand_total <= 0:
+                    continue  # paid through its checkout, as before version 5
+                attempts, next_at = 0, invoice.issued_at or invoice.grace_period_end
+            else:
+                retry_at = self._retry_at(charges)
+                if retry_at is None:
+                    continue  # the schedule is over: the policy was applied
+                attempts, next_at = max(int(c["attempt"]) for c in charges), retry_at
+            owed.append(
+                Dunning(
+                    invoice_id=invoice.id,
+                    sequence_number=invoice.sequence_number,
+                    attempts=attempts,
+                    next_at=next_at,
+                )
+            )
+        return owed
 
     def _retry_at(self, charges: list[dict[str, Any]]) -> datetime | None:
         """The next retry: the schedule's offsets count from the first failed charge."""

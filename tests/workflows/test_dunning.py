@@ -24,7 +24,7 @@ from db.merchants import NewMerchant
 from settings import Settings
 from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 from worker import build_worker
-from workflows.client import send_payment_completed
+from workflows.client import send_payment_completed, start_subscription_workflow
 from workflows.subscription import SubscriptionWorkflow
 from workflows.subscription_messages import ChargeInvoice, PaymentCompleted
 
@@ -211,3 +211,25 @@ def httpx_path(url: str) -> str:
     import httpx
 
     return httpx.URL(url).raw_path.decode()
+
+
+async def test_a_restarted_workflow_picks_the_retries_up_from_the_database(keep: Billing) -> None:
+    """A run terminated by hand mid-dunning and started again (as the reconciler does) loads the retries
+    it still owes from the invoice's recorded charges and keeps to the same schedule."""
+    billing = keep
+    sub, clock = await auto_charged(billing, "pm_sandbox_decline_first_2")
+    await billing.advance(clock, ISSUED_AT + DAY)
+    assert len(charges(await invoice1(billing, sub))) == 2
+    await billing.handle(sub["id"]).terminate("operator mistake")
+    await start_subscription_workflow(billing.env.client, billing.task_queue, sub["id"])
+
+    async def loaded() -> None:
+        live = await billing.handle(sub["id"]).query(SubscriptionWorkflow.live_state)
+        assert live is not None
+        assert [(d.attempts, d.next_at) for d in live.dunning] == [(2, ISSUED_AT + 3 * DAY)]
+
+    await eventually(loaded)
+    await billing.advance(clock, ISSUED_AT + 4 * DAY)
+    invoice = await invoice1(billing, sub)
+    assert invoice.status == "PAID" and invoice.paid_at == ISSUED_AT + 3 * DAY
+    assert [n for n, _, _ in charges(invoice)] == [1, 2, 3]
