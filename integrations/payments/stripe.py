@@ -18,6 +18,7 @@ Keys are `SecretStr` in the settings and are handed to the library only; no mess
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,25 @@ class WebhookEvent:
     payment: PaymentState | None  # the PaymentIntent it is about (None for other objects)
 
 
+class _NoStripeBodies(logging.Filter):
+    """The library logs request and response bodies at DEBUG (card tokens, PaymentIntent client secrets):
+    they never reach a handler, whatever ACCRUE_LOG_LEVEL says. Its INFO lines (path, status) stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_FILTER = _NoStripeBodies()
+
+
+def _quiet_library_bodies() -> None:
+    logger = logging.getLogger("stripe")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+
 def _client(secret_key: str, api_base: str) -> stripe.StripeClient:
+    _quiet_library_bodies()
     options: dict[str, Any] = {"max_network_retries": 2, "http_client": stripe.HTTPXClient()}
     if api_base:
         options["base_addresses"] = {"api": api_base}
