@@ -21,7 +21,8 @@ from api.app_state import temporal_client
 from api.problems import ApiError
 from db.models import PaymentSession
 from integrations.payments.base import PaymentState
-from workflows.client import send_payment_completed, send_payment_declined
+from workflows.client import send_one_off_payment_outcome, send_payment_completed, send_payment_declined
+from workflows.payment_messages import PaymentOutcome
 from workflows.subscription_messages import PaymentCompleted, PaymentDeclined
 
 RECORD_TIMEOUT_SECONDS = 10.0
@@ -52,7 +53,19 @@ async def _signal_subscription(client: Client, task_queue: str, state: PaymentSt
         await send_payment_declined(client, task_queue, state.owner.id, declined)
 
 
-OWNER_SIGNALS: dict[str, OwnerSignal] = {"subscription": _signal_subscription}
+async def _signal_payment(client: Client, task_queue: str, state: PaymentState, succeeded: bool) -> None:
+    """A one-off payment's outcome (owner `payment`): the payment workflow's `outcome` signal."""
+    assert state.owner is not None
+    outcome = PaymentOutcome(
+        payment_id=state.owner.id,
+        outcome="completed" if succeeded else "declined",
+        provider_reference=state.reference,
+        source="stripe",
+    )
+    await send_one_off_payment_outcome(client, task_queue, state.owner.id, outcome)
+
+
+OWNER_SIGNALS: dict[str, OwnerSignal] = {"subscription": _signal_subscription, "payment": _signal_payment}
 
 
 async def signal_owner(app: FastAPI, task_queue: str, state: PaymentState, succeeded: bool) -> None:

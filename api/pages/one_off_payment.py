@@ -3,6 +3,8 @@ buttons that complete or decline a test payment."""
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -10,6 +12,7 @@ from decimal import Decimal
 from fastapi.responses import HTMLResponse
 
 from api.pages import document, e, message_page, moment, money, respond
+from api.pages import stripe_checkout as stripe_pages
 from api.pages.checkout import BANNER
 
 
@@ -141,4 +144,55 @@ def live_page() -> HTMLResponse:
 def missing_page() -> HTMLResponse:
     return message_page(
         "Payment not found", "There is no payment at this address. Check the link you were given.", 404
+    )
+
+
+# ---- the Stripe provider's page (card entry with Stripe.js; api/pages/stripe_checkout.py's script) --------
+
+
+def stripe_payment_page(
+    view: PaymentView, publishable_key: str, stripe_js_url: str, live: bool
+) -> HTMLResponse:
+    """The payment with a Stripe.js card Element; the script (shared with the invoice checkout) posts the
+    card token to `/pay/<id>/card` and follows the answer (redirect, decline message, 3-D Secure)."""
+    nonce = secrets.token_urlsafe(16)
+    base = f"/pay/{view.payment_id}"
+    config = json.dumps(
+        {"publishableKey": publishable_key, "cardUrl": f"{base}/card", "checkUrl": f"{base}/card/check"}
+    ).replace("<", "\\u003c")
+    retry = (
+        '<div class="notice">The last payment attempt was declined. Nothing was charged; try another '
+        "card.</div>"
+        if view.declined_before
+        else ""
+    )
+    body = (
+        '<div class="card">'
+        f'<p class="muted">Pay {e(view.merchant_name)}</p>'
+        f'<h1 data-testid="amount">{e(money(view.amount, view.currency))}</h1>'
+        f'<p class="muted">This payment link expires {e(moment(view.expires_at))}.</p>'
+        f"{retry}{_details(view)}"
+        '<form id="pay-form" class="actions" autocomplete="on">'
+        '<label for="card-element">Card</label>'
+        '<div id="card-element" data-testid="card-element" class="card-field"></div>'
+        '<button id="pay" class="pay" type="submit" data-testid="pay">'
+        f"Pay {e(money(view.amount, view.currency))}</button></form>"
+        '<div id="card-message" class="notice" role="alert" hidden></div>'
+        '<p class="muted">Card payments are processed by Stripe; Accrue never sees the card number.</p>'
+        "</div>"
+        f'<script type="application/json" id="checkout-config">{config}</script>'
+        f'<script src="{e(stripe_js_url)}"></script>'
+        f'<script nonce="{nonce}">{stripe_pages.SCRIPT}</script>'
+    )
+    response = respond(document(f"Pay {view.merchant_name}", body, banner=stripe_pages.banner(live)))
+    response.headers["Content-Security-Policy"] = stripe_pages.csp(stripe_js_url, nonce)
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def stripe_unavailable_page() -> HTMLResponse:
+    return message_page(
+        "The card processor is not reachable",
+        "Nothing was charged. Try again in a moment.",
+        503,
     )

@@ -255,3 +255,8 @@ def wrong_buttons_page(live: bool) -> HTMLResponse:
         409,
         banner=banner(live),
     )
+
+
+# Shared with the one-off payment's Stripe page (api/pages/one_off_payment.py).
+SCRIPT = _SCRIPT
+csp = _csp

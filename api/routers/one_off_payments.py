@@ -11,13 +11,15 @@ payment lives on the wall clock (no test clock); the link is `{ACCRUE_PUBLIC_BAS
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
@@ -41,10 +43,19 @@ from db import payments as rows
 from db.models import Customer, Organization, Payment
 from domain.ids import has_prefix, new_id
 from domain.status import PAYMENT_OPEN
-from integrations.payments import provider_for
-from integrations.payments.base import CreatedPayment, PaymentOwner, PaymentRequest, ProviderError
+from integrations.payments import provider_for, provider_named, publishable_key_for
+from integrations.payments.base import (
+    CreatedPayment,
+    PaymentDeclinedError,
+    PaymentOwner,
+    PaymentProvider,
+    PaymentRequest,
+    PaymentState,
+    ProviderError,
+)
+from integrations.payments.base import PaymentStatus as ProviderStatus
 from workflows.client import send_one_off_payment_outcome, start_payment_workflow
-from workflows.payment_messages import PaymentOutcome
+from workflows.payment_messages import Outcome, PaymentOutcome
 
 log = logging.getLogger(__name__)
 
@@ -248,17 +259,21 @@ async def _ended(session: AsyncSession, row: Payment, status: str) -> HTMLRespon
 
 
 def _refused(row: Payment) -> HTMLResponse | None:
-    """The sandbox page takes test payments only."""
+    """The sandbox page takes test payments only (a Stripe payment is paid by card, never by its buttons)."""
+    if row.provider != "sandbox":
+        return pages.missing_page()
     if row.environment != "sandbox":
         return pages.live_page()
     return None
 
 
 @page_router.get("/pay/{id}", response_class=HTMLResponse)
-async def payment_page(id: str, session: Session) -> HTMLResponse:
+async def payment_page(id: str, request: Request, session: Session) -> HTMLResponse:
     row = await _load(session, id)
     if row is None:
         return pages.missing_page()
+    if row.provider == "stripe":
+        return await _stripe_page(request, session, row)
     if (refused := _refused(row)) is not None:
         return refused
     status = status_now(row, datetime.now(UTC))
@@ -273,7 +288,10 @@ async def payment_done(id: str, session: Session) -> HTMLResponse:
     row = await _load(session, id)
     if row is None:
         return pages.missing_page()
-    if (refused := _refused(row)) is not None:
+    if row.provider == "stripe" and status_now(row, datetime.now(UTC)) in PAYMENT_OPEN:
+        view = await _view(session, row)
+        return pages.declined_page(view) if row.declined_at is not None else pages.processing_page(view)
+    if (refused := _refused(row)) is not None and row.provider == "sandbox":
         return refused
     status = status_now(row, datetime.now(UTC))
     if status not in PAYMENT_OPEN:
@@ -335,3 +353,139 @@ async def _recorded(app: FastAPI, payment_id: str, before: tuple[str, datetime |
         if loop.time() >= deadline:
             return None
         await asyncio.sleep(0.1)
+
+
+# ---- hosted page (Stripe provider): card entry, confirmed on the server -----------------------------------
+
+_TOKEN = re.compile(r"tok_[A-Za-z0-9_]{1,200}")
+MAX_CARD_BODY = 4096
+
+
+def _stripe(request: Request, row: Payment) -> PaymentProvider:
+    return provider_named(settings_of(request), "stripe", row.environment)
+
+
+async def _stripe_page(request: Request, session: AsyncSession, row: Payment) -> HTMLResponse:
+    status = status_now(row, datetime.now(UTC))
+    if status not in PAYMENT_OPEN:
+        return await _ended(session, row, status)
+    view = await _view(session, row)
+    await session.commit()  # end the read transaction before calling Stripe
+    if row.provider_reference is None:
+        return pages.stripe_unavailable_page()
+    try:
+        state = await _stripe(request, row).retrieve(row.provider_reference)
+    except ProviderError as exc:
+        log.warning("payment %s: %s", row.id, exc)
+        return pages.stripe_unavailable_page()
+    if state.status in (ProviderStatus.SUCCEEDED, ProviderStatus.PROCESSING):
+        await _signal(request, row, "completed" if state.status == ProviderStatus.SUCCEEDED else "processing")
+        return pages.processing_page(view)
+    settings = settings_of(request)
+    publishable = publishable_key_for(settings, row.environment)
+    return pages.stripe_payment_page(view, publishable, settings.stripe_js_url, row.environment != "sandbox")
+
+
+async def _signal(request: Request, row: Payment, outcome: Outcome) -> Payment | None:
+    """Send the outcome to the payment's workflow and wait (10 s at most) until it has recorded it; None when
+    it could not be sent or recorded in time (the webhook or the workflow's timer records it later)."""
+    before = (row.status, row.declined_at)
+    message = PaymentOutcome(
+        payment_id=row.id, outcome=outcome, provider_reference=row.provider_reference, source="stripe page"
+    )
+    try:
+        client = await temporal_client(request.app)
+        await send_one_off_payment_outcome(
+            client, settings_of(request).task_queue, row.id, message, merchant_id=row.merchant_id
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        log.warning("payment %s: outcome not sent now (%s); the webhook or timer sends it", row.id, exc)
+        return None
+    return await _recorded(request.app, row.id, before)
+
+
+async def _settle(request: Request, row: Payment, state: PaymentState) -> dict[str, Any]:
+    done = f"/pay/{row.id}/done"
+    if state.status == ProviderStatus.SUCCEEDED:
+        after = await _signal(request, row, "completed")
+        recorded = after is not None and after.status == "completed"
+        return {"outcome": "succeeded", "redirect": (row.success_redirect_url or done) if recorded else done}
+    if state.status == ProviderStatus.REQUIRES_ACTION:
+        return {"outcome": "authenticate", "clientSecret": state.client_secret}
+    if state.status == ProviderStatus.PROCESSING:
+        await _signal(request, row, "processing")
+        return {"outcome": "processing", "redirect": done}
+    if state.status == ProviderStatus.FAILED:
+        return await _declined(request, row, state.failure_message)
+    return {"outcome": "error", "message": "The payment was not completed. Try again."}
+
+
+async def _declined(request: Request, row: Payment, message: str | None) -> dict[str, Any]:
+    await _signal(request, row, "declined")
+    answer: dict[str, Any] = {
+        "outcome": "declined",
+        "message": f"{message or 'The card was declined.'} Nothing was charged; try another card.",
+    }
+    if row.failure_redirect_url:
+        answer["redirect"] = row.failure_redirect_url
+    return answer
+
+
+async def _card_payment(id: str, session: AsyncSession) -> Payment | JSONResponse:
+    row = await _load(session, id)
+    if row is None or row.provider != "stripe" or row.provider_reference is None:
+        return JSONResponse({"error": "not_found", "message": f"Payment {id} takes no cards here"}, 404)
+    status = status_now(row, datetime.now(UTC))
+    if status not in PAYMENT_OPEN:
+        return JSONResponse(
+            {"outcome": "ended", "message": f"This payment is {status}.", "redirect": f"/pay/{id}"}
+        )
+    await session.commit()  # end the read transaction (the row stays loaded) before calling Stripe
+    return row
+
+
+@page_router.post("/pay/{id}/card")
+async def pay_by_card(id: str, request: Request, session: Session) -> JSONResponse:
+    """`{"token": "tok_…"}` from Stripe.js: confirm the PaymentIntent with it and say what happened."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw and len(raw) <= MAX_CARD_BODY else None
+    except ValueError:
+        body = None
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        message = "token must be a Stripe card token (tok_…) made by Stripe.js"
+        return JSONResponse({"error": "validation_error", "message": message}, 400)
+    found = await _card_payment(id, session)
+    if isinstance(found, JSONResponse):
+        return found
+    row, reference = found, found.provider_reference
+    assert reference is not None
+    provider = _stripe(request, row)
+    try:
+        state = await provider.retrieve(reference)
+        if state.status in (ProviderStatus.SUCCEEDED, ProviderStatus.PROCESSING):
+            return JSONResponse(await _settle(request, row, state))
+        confirmed = await provider.confirm_with_card_token(reference, token, token)
+    except PaymentDeclinedError as exc:
+        return JSONResponse(await _declined(request, row, str(exc)))
+    except ProviderError as exc:
+        log.warning("payment %s: confirm failed: %s", row.id, exc)
+        message = "The payment could not be completed. Nothing was charged; try again."
+        return JSONResponse({"outcome": "error", "message": message})
+    return JSONResponse(await _settle(request, row, confirmed))
+
+
+@page_router.post("/pay/{id}/card/check")
+async def check_card_payment(id: str, request: Request, session: Session) -> JSONResponse:
+    """After 3-D Secure in the browser: where the PaymentIntent stands now."""
+    found = await _card_payment(id, session)
+    if isinstance(found, JSONResponse):
+        return found
+    assert found.provider_reference is not None
+    try:
+        state = await _stripe(request, found).retrieve(found.provider_reference)
+    except ProviderError as exc:
+        log.warning("payment %s: %s", found.id, exc)
+        return JSONResponse({"outcome": "error", "message": "The card processor could not be reached."})
+    return JSONResponse(await _settle(request, found, state))
