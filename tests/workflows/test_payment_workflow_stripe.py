@@ -1,8 +1,8 @@
 """One-off payments on the Stripe provider, against the Stripe fake (localstripe, tests/stripe_fake.py)
 through the real `stripe` library, time-skipping: POST /v0/payments opens a PaymentIntent whose metadata
 names the payment's workflow (idempotent on retry); a card paid at Stripe with no webhook arriving is
-reconciled by the workflow's timer (completed, payment.completed.v0 once); a declined card leaves the
-payment pending until it expires."""
+reconciled by the workflow's timer (completed, payment.completed.v0 once); a signed webhook delivered twice
+completes it once; a declined card leaves the payment pending until it expires."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from settings import Settings
 from tests.stripe_fake import new_key, stripe_client
 from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 from tests.workflows.conftest import time_skipping_server
+from tests.workflows.test_stripe_payments import WEBHOOK_SECRET, event, signed
 from worker import build_worker
 from workflows.ids import payment_workflow_id
 from workflows.payment_messages import RECONCILE_EVERY_SECONDS
@@ -45,6 +46,7 @@ def payments(settings: Settings, stripe_fake: str) -> Settings:
             "payment_provider": "stripe",
             "stripe_secret_key": SecretStr(key),
             "stripe_publishable_key": "pk_" + key[3:],
+            "stripe_webhook_secret": SecretStr(WEBHOOK_SECRET),
             "stripe_api_base": stripe_fake,
             "stripe_js_url": f"{stripe_fake}/js.stripe.com/v3/",
         }
@@ -155,3 +157,35 @@ async def test_a_declined_card_leaves_it_pending_until_it_expires(
     assert (done.status, done.expired_at) == ("expired", done.expires_at)
     assert await completed_events(billing, pay["id"]) == []
     assert len([p for p in await billing.outbox("payment.expired.v0") if p["id"] == pay["id"]]) == 1
+
+
+async def test_a_webhook_delivered_twice_completes_it_once(billing: Billing, payments: Settings) -> None:
+    pay = await create(billing)
+    reference = (await row(billing, pay["id"])).provider_reference
+    assert reference is not None
+    provider = provider_named(payments, "stripe", "sandbox")
+    await provider.confirm_with_card_token(reference, token(payments, GOOD), "try-1")
+    fake = stripe_client(payments.stripe_api_base, payments.stripe_secret_key.get_secret_value())
+    intent = fake.v1.payment_intents.retrieve(reference)
+    body, signature = signed(event(intent))
+    answers = []
+    for _ in range(2):
+        response = await billing.http.post(
+            "/v0/stripe/webhooks",
+            content=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json", "Authorization": ""},
+        )
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert answers[0].get("signalled") == f"payment {pay['id']}" and answers[1].get("duplicate") is True
+
+    async def completed() -> None:
+        assert (await row(billing, pay["id"])).status == "completed"
+
+    await eventually(completed)
+    await billing.env.client.get_workflow_handle(payment_workflow_id(pay["id"])).result()
+    assert len(await completed_events(billing, pay["id"])) == 1
+    forged = await billing.http.post(
+        "/v0/stripe/webhooks", content=body, headers={"Stripe-Signature": "t=1,v1=00", "Authorization": ""}
+    )
+    assert forged.status_code == 400
