@@ -382,3 +382,73 @@ async def test_a_declined_charge_found_by_the_timer_is_recorded_once(
     await eventually(declined)
     await billing.env.sleep(timedelta(minutes=21))  # later checks find the same decline: nothing new
     assert await state(billing, sub) == ("pending_payment", ["ISSUED"])
+
+
+async def test_a_top_up_is_paid_by_card_and_its_lost_webhook_reconciled(
+    billing: Billing, payments: Settings
+) -> None:
+    """Top-up invoices are written by the API: the page opens their PaymentIntent and tells the workflow to
+    watch it, so a payment made at Stripe without the page or a webhook is still found."""
+    sub = await pending(billing)
+    first = await pay_on_page(billing, sub["payment"]["paymentSessionId"], token(payments, GOOD))
+    assert first["outcome"] == "succeeded"
+    await activated(billing, sub)
+    customer = sub["customerId"]
+
+    topup = await billing.post(f"/v0/customers/{customer}/topups", {"amount": "25.00"}, status=201)
+    row = await session_row(billing, topup["paymentSessionId"])
+    assert row.provider_reference is None  # not opened until the payer opens the page
+    shown = await billing.http.get(f"/checkout/{row.id}", headers={"Authorization": ""})
+    assert shown.status_code == 200 and "25.00 USD" in shown.text
+    row = await session_row(billing, row.id)
+    assert row.provider == "stripe" and row.provider_reference is not None
+    assert fake(payments).v1.payment_intents.retrieve(row.provider_reference).amount == 2500
+
+    assert confirm_at_stripe(payments, row.provider_reference).status == "succeeded"
+    await billing.env.sleep(timedelta(minutes=11))
+
+    async def credited() -> None:
+        assert (await session_row(billing, row.id)).status == "completed"
+        got = await billing.get(f"/v0/customers/{customer}")
+        assert [w["balance"] for w in got["wallets"]] == ["25.00"], got.get("wallets")
+
+    await eventually(credited)
+
+
+async def test_a_period_invoice_is_issued_with_a_payment_intent_and_paid_by_card(
+    billing: Billing, payments: Settings
+) -> None:
+    plan, _ = await billing.quickstart_catalog()
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    clock = await billing.clock(start)
+    sub = await billing.subscribe(plan, await billing.customer(), start, testClockId=clock)
+    paid = await pay_on_page(billing, sub["payment"]["paymentSessionId"], token(payments, GOOD))
+    assert paid["outcome"] == "succeeded"
+    await activated(billing, sub)
+
+    await billing.advance(clock, datetime(2026, 2, 28, tzinfo=UTC) + GRACE + timedelta(hours=1))
+    period1 = next(i for i in await billing.invoices(sub["id"]) if i.sequence_number == 1)
+    assert period1.status == "ISSUED" and period1.payment_session_id is not None
+    row = await session_row(billing, period1.payment_session_id)
+    assert row.provider == "stripe" and row.provider_reference is not None
+    intent = fake(payments).v1.payment_intents.retrieve(row.provider_reference)
+    assert (
+        intent.amount == int(period1.grand_total * 100) and intent.metadata["accrue_invoice_id"] == period1.id
+    )
+
+    declined = await pay_on_page(billing, row.id, token(payments, DECLINED))
+    assert declined["outcome"] == "declined"
+
+    async def failed() -> None:
+        invoice = next(i for i in await billing.invoices(sub["id"]) if i.sequence_number == 1)
+        assert invoice.status == "PAYMENT_FAILED"
+
+    await eventually(failed)
+    again = await pay_on_page(billing, row.id, token(payments, GOOD))
+    assert again["outcome"] == "succeeded"
+
+    async def settled() -> None:
+        invoice = next(i for i in await billing.invoices(sub["id"]) if i.sequence_number == 1)
+        assert invoice.status == "PAID" and invoice.paid_amount == period1.grand_total
+
+    await eventually(settled)
