@@ -24,7 +24,7 @@ from integrations.payments.base import OffSessionCharge, PaymentOwner
 from integrations.payments.sessions import remember_customer
 from settings import Settings
 from tests.stripe_fake import new_key, stripe_client
-from tests.workflows.billing_harness import GRACE, Billing, billing_stack
+from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 from worker import build_worker
 from workflows.subscription_messages import ChargeInvoice
 
@@ -162,3 +162,57 @@ async def test_a_retried_charge_makes_no_second_payment_intent(
     )
     assert replay.reference == first
     assert len((await invoice1(billing, sub)).metadata_["charges"]) == 1
+
+
+@pytest.fixture
+async def stripe_checkout(
+    workflow_env: WorkflowEnvironment,
+    engine: AsyncEngine,
+    settings: Settings,
+    merchant: NewMerchant,
+    payments: Settings,
+) -> AsyncIterator[tuple[Billing, Settings]]:
+    """New checkouts go through Stripe too (ACCRUE_PAYMENT_PROVIDER=stripe)."""
+    key = payments.stripe_secret_key.get_secret_value()
+    checkout = payments.model_copy(
+        update={"payment_provider": "stripe", "stripe_publishable_key": "pk_" + key[3:]}
+    )
+    async for stack in billing_stack(workflow_env, engine, checkout, merchant, with_worker=False):
+        async with build_worker(
+            workflow_env.client, engine, stack.task_queue, GRACE, settings.base_url, payment_settings=checkout
+        ):
+            yield stack, checkout
+
+
+async def test_the_card_paying_invoice_0_on_the_stripe_page_is_charged_for_the_period_invoice(
+    stripe_checkout: tuple[Billing, Settings],
+) -> None:
+    """Invoice 0 of an autoCharge subscription paid on the Stripe checkout page with a card: the card is
+    saved (savePaymentMethod) and charged off-session for invoice 1 when it is issued."""
+    billing, payments = stripe_checkout
+    plan, _ = await billing.quickstart_catalog()
+    clock = await billing.clock(START)
+    sub = await billing.subscribe(plan, await billing.customer(), START, testClockId=clock, autoCharge=True)
+    session_id = sub["payment"]["paymentSessionId"]
+    client = stripe_of(payments)
+    card = {"number": GOOD, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    tok = str(client.v1.tokens.create(params={"card": card}).id)
+    page = await billing.http.get(f"/checkout/{session_id}", headers={"Authorization": ""})
+    assert page.status_code == 200, page.text
+    paid = await billing.http.post(
+        f"/checkout/{session_id}/card", json={"token": tok}, headers={"Authorization": ""}
+    )
+    assert paid.status_code == 200, paid.text
+
+    async def active() -> None:
+        assert await billing.status(sub["id"]) == "active"
+
+    await eventually(active)
+    invoice0 = next(i for i in await billing.invoices(sub["id"]) if i.sequence_number == 0)
+    saved = invoice0.metadata_.get("savedPaymentMethod")
+    await billing.advance(clock, ISSUED_AT)
+    invoice = await invoice1(billing, sub)
+    assert invoice.status == "PAID", (saved, invoice.metadata_)
+    (charge,) = invoice.metadata_["charges"]
+    intent = client.v1.payment_intents.retrieve(charge["reference"])
+    assert intent.status == "succeeded" and intent.amount == 4900  # the next period's fee, no usage
