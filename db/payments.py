@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,3 +102,19 @@ def transition(row: Payment, wanted: str, at: datetime) -> None:
         row.completed_at = at
     elif wanted == "expired":
         row.expired_at = at
+
+
+async def customer_blocker(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:
+    """What DELETE /v0/customers/{id} reports while one-off payments name the customer (any status: a payment
+    is a record the customer keeps): {"type": "payments", "count": n, "items": [{"id", "status"}]} (at most 10
+    items), else None."""
+    rows = list(
+        await session.execute(
+            select(Payment.id, Payment.status)
+            .where(Payment.customer_id == customer_id)
+            .order_by(Payment.created_at, Payment.id)
+        )
+    )
+    if not rows:
+        return None
+    return {"type": "payments", "count": len(rows), "items": [{"id": i, "status": s} for i, s in rows[:10]]}

@@ -29,7 +29,7 @@ from api.schemas.customers import (
     store_rates,
 )
 from api.wire import ListResponse, changes, contains, list_envelope
-from db import disputes, outbox
+from db import disputes, outbox, payments
 from db.models import Customer, Organization, Subscription
 from db.subscriptions import wallets_of
 from domain.ids import new_id
@@ -198,6 +198,13 @@ async def _disputes(session: AsyncSession, customer: Customer) -> Blocker | None
 
 
 BLOCKERS.append(_disputes)
+
+
+async def _payments(session: AsyncSession, customer: Customer) -> Blocker | None:
+    return await payments.customer_blocker(session, customer.id)  # one-off payments of any status
+
+
+BLOCKERS.append(_payments)
 
 
 @router.delete("/{id}", status_code=204, response_class=Response)

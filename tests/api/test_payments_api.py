@@ -390,3 +390,15 @@ async def test_the_webhook_catalog_example_has_the_payment_shape(aclient: httpx.
         example = EVENT_TYPES[name].example
         assert set(example) == set(got), name
         assert example["id"].startswith("pay_") and example["paymentUrl"].endswith(f"/pay/{example['id']}")
+
+
+async def test_a_customer_with_payments_cannot_be_deleted(aclient: httpx.AsyncClient, f: Factory) -> None:
+    customer = await f.customer()
+    pay = await create(aclient, customerId=customer.id)
+    body = assert_error(await aclient.delete(f"/v0/customers/{customer.id}"), 409, "conflict")
+    assert body["details"]["blockers"] == [
+        {"type": "payments", "count": 1, "items": [{"id": pay["id"], "status": "pending"}]}
+    ]
+    assert (await aclient.get(f"/v0/payments/{pay['id']}")).status_code == 200
+    other = await f.customer()
+    assert (await aclient.delete(f"/v0/customers/{other.id}")).status_code == 204
