@@ -33,8 +33,14 @@ lint: $(VENV)/.installed
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# The suite runs as TEST_SHARDS pytest processes side by side (tests/run_shards.py, tests/shard.py): most of
+# its time is waiting on servers and timeouts, so two shards on two cores take far less wall time than one.
+# TEST_SHARDS=1 is a plain pytest run; PYTEST_ARGS go to every shard.
+TEST_SHARDS ?= 2
+
 test: $(VENV)/.installed $(SDK063_VENV)/.installed lint chromium
-	ACCRUE_SDK063_PYTHON=$(CURDIR)/$(SDK063_VENV)/bin/python $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	ACCRUE_SDK063_PYTHON=$(CURDIR)/$(SDK063_VENV)/bin/python $(BIN)/python -m tests.run_shards $(TEST_SHARDS) \
+		-q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/domain
