@@ -756,8 +756,18 @@ class SubscriptionActivities(SubscriptionActivityDefs):
             else:
                 if invoice.status != "PAYMENT_FAILED":
                     _transition(invoice, "PAYMENT_FAILED", request.at)
-                if invoice.payment_session_id is None:
-                    # The portal's Pay now opens this checkout; paying it ends the retries.
+                checkout = (
+                    await session.get(PaymentSession, invoice.payment_session_id)
+                    if invoice.payment_session_id
+                    else None
+                )
+                if (
+                    checkout is None
+                    or checkout.status not in status.PAYMENT_SESSION_PAYABLE
+                    or checkout.expires_at <= request.at
+                ):
+                    # The portal's Pay now opens this checkout (a fresh one if the last lapsed: a schedule
+                    # may outlast it); paying it ends the retries.
                     open_checkout(session, sub, invoice, request.at + PERIOD_INVOICE_CHECKOUT)
                 await self._record_invoice(session, sub, "invoice.payment_failed.v0", invoice)
                 activity.logger.warning(

@@ -233,3 +233,25 @@ async def test_a_restarted_workflow_picks_the_retries_up_from_the_database(keep:
     invoice = await invoice1(billing, sub)
     assert invoice.status == "PAID" and invoice.paid_at == ISSUED_AT + 3 * DAY
     assert [n for n, _, _ in charges(invoice)] == [1, 2, 3]
+
+
+@pytest.fixture
+async def slow(
+    workflow_env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, merchant: NewMerchant
+) -> AsyncIterator[Billing]:
+    """One retry 40 days after the first failure: later than the first checkout's 30 days."""
+    async for billing in stack(workflow_env, engine, settings, merchant, dunning_schedule=(40 * DAY,)):
+        yield billing
+
+
+async def test_a_retry_after_the_checkout_lapsed_opens_a_fresh_one_for_pay_now(slow: Billing) -> None:
+    billing = slow
+    sub, clock = await auto_charged(billing, "pm_sandbox_declined")
+    await billing.advance(clock, ISSUED_AT)
+    first = (await invoice1(billing, sub)).payment_session_id
+    await billing.advance(clock, ISSUED_AT + 41 * DAY)
+    invoice = await invoice1(billing, sub)
+    assert [at for _, at, _ in charges(invoice)] == [ISSUED_AT, ISSUED_AT + 40 * DAY]
+    assert invoice.status == "PAYMENT_FAILED" and invoice.payment_session_id not in (None, first)
+    checkout = await billing.get(f"/v0/paymentSessions/{invoice.payment_session_id}")
+    assert checkout["status"] == "open"
