@@ -881,7 +881,7 @@ class SubscriptionActivities(SubscriptionActivityDefs):
         checkout's commit and outside any row lock; when the workflow should ask the provider about the
         subscription's open payments (None: nothing open at a provider, as always with the sandbox)."""
         choice = self.payment_choice
-        if choice.settings is None:
+        if choice.only_sandbox:
             return None
         now = datetime.now(UTC)
         if opening is not None:

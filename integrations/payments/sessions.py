@@ -57,6 +57,16 @@ class ProviderChoice:
             settings.payment_reconcile_interval if settings is not None else timedelta(minutes=10)
         )
 
+    @property
+    def only_sandbox(self) -> bool:
+        """No merchant can be on another provider: callers skip every lookup (the sandbox's hot paths)."""
+        settings = self.settings
+        return settings is None or (
+            settings.payment_provider == "sandbox"
+            and settings.live_provider == "sandbox"
+            and "stripe" not in settings.payment_provider_overrides.values()
+        )
+
     def name_for(self, merchant_id: str, environment: str) -> ProviderName:
         if self.settings is None:
             return "sandbox"
