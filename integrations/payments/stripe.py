@@ -104,8 +104,10 @@ def payment_state(intent: dict[str, Any]) -> PaymentState:
     """Our view of a PaymentIntent (as plain JSON)."""
     currency = str(intent.get("currency") or "").upper() or None
     amount = intent.get("amount")
-    metadata = {str(k): str(v) for k, v in (intent.get("metadata") or {}).items()}
-    error = intent.get("last_payment_error") or {}
+    raw_metadata = intent.get("metadata")
+    metadata = {str(k): str(v) for k, v in raw_metadata.items()} if isinstance(raw_metadata, dict) else {}
+    error = intent.get("last_payment_error")
+    error = error if isinstance(error, dict) else {}
     method = intent.get("payment_method")
     if isinstance(method, dict):
         method = method.get("id")
@@ -302,12 +304,15 @@ def parse_webhook(payload: bytes, signature: str | None, secrets: list[str]) -> 
             break
         except stripe.SignatureVerificationError:
             continue
-        except ValueError:
-            raise WebhookSignatureInvalid("the payload is not JSON") from None
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise WebhookSignatureInvalid("the payload is not a Stripe event") from None
     if event is None:
         raise WebhookSignatureInvalid("Stripe-Signature does not verify with the configured webhook secret")
     body = json.loads(payload)
-    obj = ((body.get("data") or {}).get("object")) or {}
+    data = body.get("data") if isinstance(body, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or not isinstance(obj, dict) or not body.get("id"):
+        raise WebhookSignatureInvalid("the payload is not a Stripe event")
     payment = payment_state(obj) if obj.get("object") == "payment_intent" and obj.get("id") else None
     return WebhookEvent(
         id=str(body.get("id") or ""),

@@ -248,3 +248,15 @@ async def test_no_secret_reaches_the_logs(stripe_fake: str, caplog: pytest.LogCa
     assert caplog.records, "the stripe library logs at DEBUG"
     assert key not in text and key[8:] not in text
     assert state.client_secret not in text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[]", b"null", b'"evt"', b"{}", b'{"id": "evt_1", "data": []}', b'{"id": "e", "data": {"object": 1}}'],
+)
+def test_a_signed_payload_that_is_no_event_is_refused(payload: bytes) -> None:
+    secret = "whsec_unit"
+    stamp = int(time.time())
+    digest = hmac.new(secret.encode(), b"%d.%s" % (stamp, payload), hashlib.sha256).hexdigest()
+    with pytest.raises(WebhookSignatureInvalid):
+        parse_webhook(payload, f"t={stamp},v1={digest}", [secret])
