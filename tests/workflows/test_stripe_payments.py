@@ -34,7 +34,9 @@ from settings import Settings
 from tests.stripe_fake import new_key, stripe_client
 from tests.workflows.billing_harness import GRACE, Billing, billing_stack, eventually
 from tests.workflows.conftest import time_skipping_server
+from tests.workflows.test_replay import replay, run_chain
 from worker import build_worker
+from workflows.ids import subscription_workflow_id
 
 SUCCESS = "https://merchant.example/welcome"
 FAILURE = "https://merchant.example/payment-failed"
@@ -363,6 +365,8 @@ async def test_a_lost_webhook_is_reconciled_by_the_workflow_timer(
     await billing.env.sleep(timedelta(minutes=6))
     await activated(billing, sub)
     assert (await session_row(billing, row.id)).status == "completed"
+    # The run with its provider check (a timer, the reconcile activity) replays in the sandboxed Replayer.
+    await replay(await run_chain(billing, subscription_workflow_id(sub["id"])))
 
 
 async def test_a_declined_charge_found_by_the_timer_is_recorded_once(
@@ -413,6 +417,7 @@ async def test_a_top_up_is_paid_by_card_and_its_lost_webhook_reconciled(
         assert [w["balance"] for w in got["wallets"]] == ["25.00"], got.get("wallets")
 
     await eventually(credited)
+    await replay(await run_chain(billing, subscription_workflow_id(sub["id"])))  # watch_payments included
 
 
 async def test_a_period_invoice_is_issued_with_a_payment_intent_and_paid_by_card(
