@@ -36,6 +36,7 @@ from db import ledger as ledger_records
 from db.merchants import NewMerchant
 from db.models import (
     AuthorizationLink,
+    Customer,
     Dispute,
     Plan,
     PlanPrice,
@@ -87,6 +88,7 @@ RESOURCES = {
     "/v0/disputes/": "disputeId",
     "/v0/entitlements/": "entitlementId",
     "/v0/payments/": "paymentId",
+    "/v0/usage/": "usageEventId",
 }
 
 
@@ -111,6 +113,7 @@ async def _seed(factory: Factory) -> dict[str, str]:
         **(await _seed_disputes(factory, plan, subscription)),
         **(await _seed_entitlements(factory, plan, subscription)),
         **(await _seed_payments(factory, customer.id)),
+        **(await _seed_usage(factory, customer.id)),
     }
 
 
@@ -216,6 +219,36 @@ async def _seed_entitlements(factory: Factory, plan: Plan, subscription: Subscri
         )  # fmt: skip
         await session.commit()
     return {"entitlementId": row.id}
+
+
+async def _seed_usage(factory: Factory, customer_id: str) -> dict[str, str]:
+    """A Legacy (billingVersion 0) subscription of the seeded customer with an instant and an in-arrears
+    price, so POST /v0/usage reaches its subscription, pricing and the wallet the entitlement seed funded;
+    and a stored usage event of it to get, list and refund."""
+    async with factory.sessions() as session:
+        seeded = await session.get_one(Customer, customer_id)
+    plan = await factory.plan(billing_version=0)
+    metrics = []
+    for position, term in enumerate(("instant", "in_arrears")):
+        metrics.append((await factory.metric(event_type=None)).id)
+        price = await factory.add(
+            Price(
+                id=new_id("price"), billable_metric_id=metrics[-1], model="standard", payment_term=term,
+                properties={"unitPrice": "0.001"}, invoice_display_name=f"Calls {term}", **factory.tenant,
+            )
+        )  # fmt: skip
+        await factory.add(PlanPrice(plan_id=plan.id, price_id=price.id, position=position))
+    subscription = await factory.subscription(plan, seeded)
+    event = await factory.add(
+        UsageEvent(
+            id=new_id("usage_event"), customer_id=customer_id, consumer_id=seeded.consumer_id,
+            subscription_id=subscription.id, idempotency_key="usage-seed", timestamp=datetime.now(UTC),
+            properties=[{"billableMetricId": metrics[0], "quantity": 3, "priceId": "price_seed",
+                         "paymentTerm": "instant", "unitPrice": "0.001", "amount": "0.003"}],
+            currency="USD", price=Decimal("0.003"), total_amount=Decimal("0.003"), **factory.tenant,
+        )
+    )  # fmt: skip
+    return {"usageEventId": event.id}
 
 
 async def _seed_payments(factory: Factory, customer_id: str) -> dict[str, str]:
