@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from api.auth import Caller, authenticate
 from api.deps import Context, Paging
 from api.problems import ApiError, invalid, not_found, validation_errors
+from api.request_schemas import inline_schema
 from api.schemas.usage import (
     MAX_BATCH,
     BatchCreateUsageEvents,
@@ -169,7 +170,7 @@ router.add_api_route(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": CreateUsageEvent.model_json_schema(by_alias=True)}},
+            "content": {"application/json": {"schema": inline_schema(CreateUsageEvent)}},
         }
     },
     route_class_override=LeanRoute,
@@ -192,9 +193,7 @@ def _key_of(raw: Any) -> str:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": BatchCreateUsageEvents.model_json_schema(by_alias=True)}
-            },
+            "content": {"application/json": {"schema": inline_schema(BatchCreateUsageEvents)}},
         }
     },
 )
