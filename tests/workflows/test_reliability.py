@@ -188,9 +188,14 @@ class Stalls(SubscriptionActivities):
         await asyncio.Event().wait()  # until cancelled by the worker's shutdown
 
     async def _calculate(
-        self, session: AsyncSession, ctx: BillingContext, invoice: Invoice, at: datetime
+        self,
+        session: AsyncSession,
+        ctx: BillingContext,
+        invoice: Invoice,
+        at: datetime,
+        charge_off_session: bool = False,
     ) -> None:
-        await super()._calculate(session, ctx, invoice, at)
+        await super()._calculate(session, ctx, invoice, at, charge_off_session)
         if not self.after_commit:
             await self._stall()  # lines written, invoice ISSUED, all uncommitted and row-locked
 
