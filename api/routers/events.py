@@ -6,21 +6,19 @@ one commit; a batch is stored on its own, by one COPY (or INSERT when some key i
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.auth import Caller, authenticate
+from api.auth import Caller
 from api.body_limit import NUL, nul_error, nul_fields
+from api.hot_path import CallerCache, DirectRoute
 from api.problems import ApiError, FieldErrors, forbidden, invalid, validation_errors
 from api.schemas.events import (
     MAX_BATCH,
@@ -55,47 +53,6 @@ def start(app: FastAPI, engine: AsyncEngine, *, lanes: int, linger: float) -> No
 async def stop(app: FastAPI) -> None:
     """Store what is still pending; called from the app lifespan before the engine is disposed."""
     await app.state.event_writer.stop()
-
-
-class CallerCache:
-    """API keys that authenticated in the last `ttl` seconds, so that ingestion, the hottest path, does not
-    look its key up per event. Only successes are kept, so a revoked key stops working within `ttl`;
-    concurrent requests with the same key share one lookup."""
-
-    def __init__(self, ttl: float = 1.0) -> None:
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Caller]] = {}
-        self._lookups: dict[str, asyncio.Future[Caller]] = {}
-
-    async def caller(self, request: Request) -> Caller:
-        # Straight from the ASGI scope: building request.headers costs more than the lookup it serves.
-        header = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"authorization"), "")
-        hit = self._entries.get(header)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        lookup = self._lookups.get(header)
-        if lookup is not None:
-            return await asyncio.shield(lookup)
-        lookup = asyncio.get_running_loop().create_future()
-        self._lookups[header] = lookup
-        try:
-            started = time.monotonic()
-            async with request.app.state.sessions() as session:
-                caller = await authenticate(request, session)
-            if len(self._entries) > 10_000:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > started}
-            self._entries[header] = (started + self._ttl, caller)
-            lookup.set_result(caller)
-            return caller
-        except asyncio.CancelledError:
-            lookup.cancel()
-            raise
-        except Exception as exc:
-            lookup.set_exception(exc)
-            lookup.exception()  # retrieved: a 401 nobody else awaited is not an unhandled error
-            raise
-        finally:
-            del self._lookups[header]
 
 
 async def event_caller(request: Request) -> Caller:
@@ -227,24 +184,6 @@ def _new_events(
         )
         for event_id, body in zip(_event_ids(len(bodies)), bodies, strict=True)
     ]
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint takes the Request and returns a Response itself.
-
-    It is documented like any other route (response_model, openapi_extra), but its requests skip
-    FastAPI's generic parameter resolution and response serialization, which on POST /v0/events cost more
-    than authenticating, validating and storing the event together.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handle(request: Request) -> Response:
-            response: Response = await endpoint(request)
-            return response
-
-        return handle
 
 
 async def ingest_event(request: Request) -> JSONResponse:

@@ -7,19 +7,16 @@ response built as a dict), because it is as hot as meter event ingestion.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from api.auth import Caller, authenticate
+from api.auth import Caller
 from api.deps import Context, Paging
+from api.hot_path import CallerCache, DirectRoute
 from api.problems import ApiError, invalid, not_found, validation_errors
 from api.request_schemas import inline_schema
 from api.schemas.usage import (
@@ -64,65 +61,11 @@ async def stop(app: FastAPI) -> None:
         await found.stop()
 
 
-class _Callers:
-    """API keys that authenticated in the last second, so the hot create path does not look its key up per
-    event (only successes are kept: a revoked key stops working within a second). Concurrent requests with
-    the same key share one lookup: at each expiry every request in flight would otherwise look it up."""
-
-    def __init__(self, ttl: float = 1.0) -> None:
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Caller]] = {}
-        self._lookups: dict[str, asyncio.Future[Caller]] = {}
-
-    async def caller(self, request: Request) -> Caller:
-        header = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"authorization"), "")
-        hit = self._entries.get(header)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        lookup = self._lookups.get(header)
-        if lookup is not None:
-            return await asyncio.shield(lookup)
-        lookup = asyncio.get_running_loop().create_future()
-        self._lookups[header] = lookup
-        try:
-            started = time.monotonic()
-            async with request.app.state.sessions() as session:
-                caller = await authenticate(request, session)
-            if len(self._entries) > 10_000:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > started}
-            self._entries[header] = (started + self._ttl, caller)
-            lookup.set_result(caller)
-            return caller
-        except asyncio.CancelledError:
-            lookup.cancel()
-            raise
-        except Exception as exc:
-            lookup.set_exception(exc)
-            lookup.exception()  # retrieved: a 401 nobody else awaited is not an unhandled error
-            raise
-        finally:
-            del self._lookups[header]
-
-
 async def usage_caller(request: Request) -> Caller:
-    callers: _Callers | None = getattr(request.app.state, "usage_callers", None)
+    callers: CallerCache | None = getattr(request.app.state, "usage_callers", None)
     if callers is None:
-        callers = request.app.state.usage_callers = _Callers()
+        callers = request.app.state.usage_callers = CallerCache()
     return await callers.caller(request)
-
-
-class LeanRoute(APIRoute):
-    """A route whose endpoint takes the Request and returns a Response itself: documented like any other
-    (response_model, openapi_extra), served without FastAPI's parameter resolution and serialization."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handle(request: Request) -> Response:
-            response: Response = await endpoint(request)
-            return response
-
-        return handle
 
 
 def _fee_rate(request: Request) -> Any:
@@ -173,7 +116,7 @@ router.add_api_route(
             "content": {"application/json": {"schema": inline_schema(CreateUsageEvent)}},
         }
     },
-    route_class_override=LeanRoute,
+    route_class_override=DirectRoute,
 )
 
 _EVENT = TypeAdapter(CreateUsageEvent)
