@@ -304,26 +304,7 @@ async def insert(driver: Any, records: Sequence[UsageRecord], charges: LedgerWri
         if charges is not None:
             await write_batch(driver, charges)
         return 0
-    args: list[Any] = [
-        [r.id for r in records],
-        [r.merchant_id for r in records],
-        [r.environment for r in records],
-        [r.customer_id for r in records],
-        [r.consumer_id for r in records],
-        [r.subscription_id for r in records],
-        [r.entitlement_id for r in records],
-        [r.idempotency_key for r in records],
-        [r.timestamp for r in records],
-        [_encode(r.properties) for r in records],
-        [_encode(r.metadata_) if r.metadata_ is not None else None for r in records],
-        [r.currency for r in records],
-        [_text(r.price) for r in records],
-        [_text(r.total_tax) for r in records],
-        [_text(r.total_amount) for r in records],
-        [_text(r.instant_amount) for r in records],
-        [_text(r.arrears_amount) for r in records],
-        [r.transaction_id for r in records],
-    ]
+    args: list[Any] = _insert_args(records)
     sql = _INSERT
     if charges is not None and not charges.empty:
         ctes, more = charges.ctes(len(args) + 1)
