@@ -84,6 +84,15 @@ def checkout_page(view: CheckoutView) -> HTMLResponse:
         f"<h1>{e(money(view.total, view.currency))}</h1>"
         f'<p class="muted">This checkout expires {e(moment(view.expires_at))}.</p>'
         f"{retry}{_invoice(view)}"
+        f"{sandbox_actions(base)}"
+        "</div>"
+    )
+    return respond(document(f"Pay {view.merchant_name}", body, banner=BANNER))
+
+
+def sandbox_actions(base: str) -> str:
+    """The sandbox provider's two buttons, posting to `<base>/complete` and `<base>/decline`."""
+    return (
         '<div class="actions">'
         f'<form method="post" action="{base}/complete"><button class="pay" type="submit">Pay (test)</button>'
         "</form>"
@@ -92,9 +101,7 @@ def checkout_page(view: CheckoutView) -> HTMLResponse:
         "</div>"
         '<p class="muted">Sandbox provider: “Pay (test)” records a successful payment, “Decline (test)” a '
         "declined one, exactly as a card processor would report them.</p>"
-        "</div>"
     )
-    return respond(document(f"Pay {view.merchant_name}", body, banner=BANNER))
 
 
 def paid_page(view: CheckoutView) -> HTMLResponse:

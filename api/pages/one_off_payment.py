@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from api.pages import document, e, message_page, moment, money, respond
 from api.pages import stripe_checkout as stripe_pages
-from api.pages.checkout import BANNER
+from api.pages.checkout import BANNER, sandbox_actions
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,7 @@ def payment_page(view: PaymentView) -> HTMLResponse:
         f'<h1 data-testid="amount">{e(money(view.amount, view.currency))}</h1>'
         f'<p class="muted">This payment link expires {e(moment(view.expires_at))}.</p>'
         f"{retry}{_details(view)}"
-        '<div class="actions">'
-        f'<form method="post" action="{base}/complete"><button class="pay" type="submit">Pay (test)</button>'
-        "</form>"
-        f'<form method="post" action="{base}/decline">'
-        '<button class="decline" type="submit">Decline (test)</button></form>'
-        "</div>"
-        '<p class="muted">Sandbox provider: “Pay (test)” records a successful payment, “Decline (test)” a '
-        "declined one, exactly as a card processor would report them.</p>"
+        f"{sandbox_actions(base)}"
         "</div>"
     )
     return respond(document(f"Pay {view.merchant_name}", body, banner=BANNER))
