@@ -4,7 +4,8 @@
 
 Shard 1 prints as it goes; the others write to files under the build's temporary directory, printed whole
 when all have finished, so a failure reads as in a single run. Each shard has its own session fixtures (its
-embedded PostgreSQL, its Temporal servers, its API) and, when --basetemp is given, its own folder under it.
+embedded PostgreSQL, its Temporal servers, its API) and its own folder under --basetemp (by default a
+temporary one, removed at the end).
 N = 1 is a plain pytest run. The exit status is the first failing shard's; a shard left with no tests (a
 narrow selection) is not a failure as long as another ran some."""
 
@@ -60,6 +61,10 @@ def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parents[1]
     env_path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
     logs = Path(tempfile.mkdtemp(prefix="accrue-shards-"))
+    if not any(arg == "--basetemp" or arg.startswith("--basetemp=") for arg in args):
+        # Without it the shards share pytest's numbered /tmp/pytest-of-<user> folders, where one prunes or
+        # reuses what another is running on (an embedded PostgreSQL's data directory among them).
+        args = [*args, f"--basetemp={logs / 'tmp'}"]
     started = time.monotonic()
     processes: list[subprocess.Popen[bytes]] = []
     try:
