@@ -31,7 +31,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts')),
     sa.UniqueConstraint('merchant_id', 'environment', 'currency', 'kind', 'owner_id', name='uq_ledger_accounts_owner')
     )
-    op.create_index(op.f('ix_ledger_accounts_merchant_id'), 'ledger_accounts', ['merchant_id'], unique=False)
     op.create_table('ledger_transactions',
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -46,8 +45,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_transactions')),
     sa.UniqueConstraint('merchant_id', 'environment', 'idempotency_key', name='uq_ledger_transactions_key')
     )
-    op.create_index(op.f('ix_ledger_transactions_merchant_id'), 'ledger_transactions', ['merchant_id'], unique=False)
-    op.create_index(op.f('ix_ledger_transactions_reference_id'), 'ledger_transactions', ['reference_id'], unique=False)
     op.create_table('ledger_entries',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('transaction_id', sa.String(length=64), nullable=False),
@@ -123,8 +120,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('merchant_id', 'environment', 'idempotency_key', name='uq_usage_events_key')
     )
     op.create_index('ix_usage_events_customer_time', 'usage_events', ['merchant_id', 'environment', 'customer_id', 'timestamp'], unique=False)
-    op.create_index(op.f('ix_usage_events_entitlement_id'), 'usage_events', ['entitlement_id'], unique=False)
-    op.create_index(op.f('ix_usage_events_merchant_id'), 'usage_events', ['merchant_id'], unique=False)
     op.create_index('ix_usage_events_subscription_time', 'usage_events', ['subscription_id', 'timestamp'], unique=False)
     op.create_table('disputes',
     sa.Column('usage_event_id', sa.String(length=64), nullable=False),
@@ -156,8 +151,6 @@ def downgrade() -> None:
     op.drop_index('ix_disputes_customer', table_name='disputes')
     op.drop_table('disputes')
     op.drop_index('ix_usage_events_subscription_time', table_name='usage_events')
-    op.drop_index(op.f('ix_usage_events_merchant_id'), table_name='usage_events')
-    op.drop_index(op.f('ix_usage_events_entitlement_id'), table_name='usage_events')
     op.drop_index('ix_usage_events_customer_time', table_name='usage_events')
     op.drop_table('usage_events')
     op.drop_index(op.f('ix_entitlements_merchant_id'), table_name='entitlements')
@@ -166,9 +159,6 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_ledger_entries_transaction_id'), table_name='ledger_entries')
     op.drop_index(op.f('ix_ledger_entries_account_id'), table_name='ledger_entries')
     op.drop_table('ledger_entries')
-    op.drop_index(op.f('ix_ledger_transactions_reference_id'), table_name='ledger_transactions')
-    op.drop_index(op.f('ix_ledger_transactions_merchant_id'), table_name='ledger_transactions')
     op.drop_table('ledger_transactions')
-    op.drop_index(op.f('ix_ledger_accounts_merchant_id'), table_name='ledger_accounts')
     op.drop_table('ledger_accounts')
     # ### end Alembic commands ###
