@@ -145,10 +145,29 @@ async def balances(
 
 
 async def audit(session: AsyncSession, merchant_id: str | None = None) -> list[str]:
-    """Everything wrong with the ledger (empty when sound): unbalanced transactions, balances that differ
-    from the sum of their entries, overdrawn customer accounts."""
+    """Everything wrong with the ledger (empty when sound): unbalanced transactions, entries of no
+    transaction or account (or of another merchant's account), balances that differ from the sum of their
+    entries, overdrawn customer accounts."""
     problems: list[str] = []
-    entries = select(LedgerEntry.transaction_id, LedgerEntry.amount).join(LedgerTransaction)
+    strays = (
+        select(LedgerEntry.id)
+        .outerjoin(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .outerjoin(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+        .where(
+            (LedgerTransaction.id.is_(None))
+            | (LedgerAccount.id.is_(None))
+            | (LedgerAccount.merchant_id != LedgerTransaction.merchant_id)
+        )
+    )
+    if merchant_id is not None:
+        strays = strays.where(
+            (LedgerTransaction.merchant_id == merchant_id) | (LedgerAccount.merchant_id == merchant_id)
+        )
+    for (entry_id,) in (await session.execute(strays)).all():
+        problems.append(f"entry {entry_id} belongs to no transaction or account of its merchant")
+    entries = select(LedgerEntry.transaction_id, LedgerEntry.amount).join(
+        LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id
+    )
     if merchant_id is not None:
         entries = entries.where(LedgerTransaction.merchant_id == merchant_id)
     rows: Sequence[tuple[str, int]] = [(t, a) for t, a in (await session.execute(entries)).all()]

@@ -656,11 +656,15 @@ class LedgerTransaction(Base, Tenant):
 
 
 class LedgerEntry(Base):
+    """One leg of a transaction. Like meter_events, the hot append-only tables carry no foreign keys: each
+    would take a share lock on its parent row (the merchant's revenue account is the parent of every
+    charge) for rows only db.ledger writes, from the rows it has just locked; db.ledger.audit checks them."""
+
     __tablename__ = "ledger_entries"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)  # nanodollars added to the account's balance
 
 
@@ -679,10 +683,12 @@ class UsageEvent(Base, Tenant):
     # No index of its own: the unique key leads with it (one index entry less per write on the hot path).
     merchant_id: Mapped[str] = mapped_column(String(64))
 
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    # No foreign keys (see LedgerEntry): the ingestion writes them from the rows it has just read, and a
+    # customer with any subscription cannot be deleted.
+    customer_id: Mapped[str] = mapped_column(String(64))
     consumer_id: Mapped[str] = mapped_column(String(64))
-    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"))
-    entitlement_id: Mapped[str | None] = mapped_column(ForeignKey("entitlements.id"))
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    entitlement_id: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(255))
     timestamp: Mapped[datetime]
     # As sent ({billableMetricId, quantity, price?}) plus what pricing found: priceId, paymentTerm, amount.

@@ -188,8 +188,8 @@ async def _subscriptions(session: AsyncSession, customer: Customer) -> Blocker |
 
 
 # What keeps a customer from being deleted: one query per kind of dependent object, each returning
-# {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Disputes and entitlements do
-# not exist yet; each adds its query here.
+# {"type": "subscriptions", "count": n, "items": [{"id", "status"}]} or None. Usage events, entitlements and
+# wallets need a subscription, so the first query covers them.
 BLOCKERS: list[BlockerQuery] = [_subscriptions]
 
 

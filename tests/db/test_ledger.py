@@ -101,7 +101,7 @@ async def test_concurrent_debits_of_one_wallet_never_overdraw_it(
         entries = await session.scalar(
             select(func.count())
             .select_from(LedgerEntry)
-            .join(LedgerTransaction)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
             .where(LedgerTransaction.merchant_id == m.merchant_id, LedgerTransaction.kind == "usage")
         )
     assert entries == 30 * 2
@@ -121,3 +121,13 @@ async def test_reserve_then_release_round_trips(engine: AsyncEngine, merchant: N
         (USD, "customer_reserved"): 0,
     }
     assert await _audit(engine, m) == []
+
+
+async def test_the_audit_finds_an_entry_of_no_account(engine: AsyncEngine, merchant: NewMerchant) -> None:
+    m, cus = merchant, "cus_ledger6"
+    posted = await _post(engine, m, ledger.funding(m.merchant_id, cus, USD, DOLLAR), "fund-6")
+    async with session_factory(engine)() as session:
+        session.add(LedgerEntry(transaction_id=posted.transaction_id, account_id="acc_nowhere", amount=0))
+        await session.commit()
+    problems = await _audit(engine, m)
+    assert len(problems) == 1 and "belongs to no transaction or account" in problems[0]

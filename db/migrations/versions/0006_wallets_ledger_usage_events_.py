@@ -50,8 +50,6 @@ def upgrade() -> None:
     sa.Column('transaction_id', sa.String(length=64), nullable=False),
     sa.Column('account_id', sa.String(length=64), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_ledger_entries_account_id_ledger_accounts')),
-    sa.ForeignKeyConstraint(['transaction_id'], ['ledger_transactions.id'], name=op.f('fk_ledger_entries_transaction_id_ledger_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entries'))
     )
     op.create_index(op.f('ix_ledger_entries_account_id'), 'ledger_entries', ['account_id'], unique=False)
@@ -113,9 +111,6 @@ def upgrade() -> None:
     sa.Column('environment', sa.String(length=8), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_usage_events_customer_id_customers')),
-    sa.ForeignKeyConstraint(['entitlement_id'], ['entitlements.id'], name=op.f('fk_usage_events_entitlement_id_entitlements')),
-    sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], name=op.f('fk_usage_events_subscription_id_subscriptions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_events')),
     sa.UniqueConstraint('merchant_id', 'environment', 'idempotency_key', name='uq_usage_events_key')
     )
