@@ -5,7 +5,6 @@ share tenant data and need no cleanup."""
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,16 +22,11 @@ from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from settings import Settings
 from tests.e2e.dev_server import temporal_dev_server  # noqa: F401  (session fixture for api and e2e)
+from tests.ports import free_port
 from tests.speed import install as install_speed_ups
 from tests.stripe_fake import stripe_fake  # noqa: F401  (session fixture: a Stripe fake's base URL)
 
 install_speed_ups()  # tests/speed.py: changes no behaviour under test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

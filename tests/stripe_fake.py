@@ -27,7 +27,6 @@ import argparse
 import base64
 import contextvars
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,8 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+
+from tests.ports import free_port as _free_port
 
 _ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar("stripe_fake_account", default="")
 
@@ -333,12 +334,6 @@ def new_key(prefix: str = "sk_test_") -> str:
 
 
 # ---- process ---------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_fake(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:

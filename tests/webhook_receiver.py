@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections import Counter
@@ -32,6 +31,8 @@ import standardwebhooks
 import uvicorn
 from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError as SvixVerificationError
+
+from tests.ports import free_port as _free_port
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,6 @@ class _Path:
     secrets: list[str] = field(default_factory=list)
     plan: Plan = field(default_factory=Plan)
     respond: Callable[[Received], int] | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WebhookReceiver:

@@ -4,13 +4,13 @@ tests/conftest.py so API and e2e tests share one): headless, in memory, on a fre
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from accrue.temporal_dev import binary, wait_until_serving
+from tests.ports import free_port as _free_port
 
 # Namespaces that start without Accrue's search attributes, for tests that register them from scratch or
 # register them wrongly on purpose; "default" is left to tests that run Accrue's workflows.
@@ -21,12 +21,6 @@ SPARE_NAMESPACES = ("accrue-spare-1", "accrue-spare-2", "accrue-spare-3")
 class DevServer:
     address: str
     namespace: str = "default"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
